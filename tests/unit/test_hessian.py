@@ -111,12 +111,12 @@ def test_lanczos_top_matches_exact_eigenvalues(mlp_case, param_set):
     ref = eig[param_set]
     assert op.dim == len(ref)
     assert abs(top.eigenvalues[0] - ref[0]) / abs(ref[0]) <= 1e-4
-    torch.testing.assert_close(torch.tensor(top.eigenvalues, dtype=torch.float64), ref[:5],
+    assert torch.allclose(torch.tensor(top.eigenvalues, dtype=torch.float64), ref[:5],
                                rtol=1e-6, atol=1e-8 * float(ref[0]))
     assert max(top.residuals) <= 1e-5 * float(ref[0])
     # Eigenvectors are unit and mutually orthogonal.
     gram = top.eigenvectors @ top.eigenvectors.T
-    torch.testing.assert_close(gram, torch.eye(5, dtype=torch.float64), atol=1e-8, rtol=0)
+    assert torch.allclose(gram, torch.eye(5, dtype=torch.float64), atol=1e-8, rtol=0)
     assert top.n_hvp == op.n_hvp
 
 
@@ -126,8 +126,8 @@ def test_hvp_matches_exact_hessian_and_weights_batches_by_size(mlp_case):
     v = torch.randn(h.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     split = HessianOperator(model, batches, "all").hvp(v)  # batches of 24 and 16
     joined = HessianOperator(model, [(torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches]))])
-    torch.testing.assert_close(split, h @ v, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(joined.hvp(v), split, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(split, h @ v, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(joined.hvp(v), split, rtol=1e-10, atol=1e-12)
 
 
 def test_hutchinson_trace_within_three_stderr(mlp_case):
@@ -176,7 +176,7 @@ def test_unused_parameters_do_not_break_the_hessian():
     assert torch.all(named["head.w_noise"] == 0) and torch.all(named["head.experts.2.weight"] == 0)
     h = exact_hessian(model, batches, "head")
     v = torch.randn(op.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(op.hvp(v), h @ v, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(op.hvp(v), h @ v, rtol=1e-9, atol=1e-12)
     top = lanczos_top(op, top_n=3, max_iters=60)
     ref = torch.linalg.eigvalsh(h).flip(0)
     assert abs(top.eigenvalues[0] - float(ref[0])) / float(ref[0]) <= 1e-4
