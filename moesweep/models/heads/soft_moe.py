@@ -21,6 +21,7 @@ class MoEHead(nn.Module):
 
     def __init__(self, cfg: HeadCfg, in_dim: int, num_classes: int, router: nn.Module, active_experts: int) -> None:
         super().__init__()
+        self.num_experts = cfg.num_experts  # the trainer tells MoE heads from dense by this attribute
         self.router = router
         if cfg.expert_hidden == "auto":
             router_params = sum(p.numel() for p in router.parameters())

@@ -3,8 +3,8 @@
 Two dispatch paths compute the same function (to float rounding) and can be swapped at run time via
 ``head.dispatch``:
 
-- ``batched``: sort the B·K assignments by expert, scatter them into padded groups [E, M, D], run all
-  experts with two bmm calls, un-sort and combine. One host sync in all (M = max group size).
+- ``batched``: sort the B·K assignments by expert, gather them into padded groups [E, M, D], run all
+  experts with two bmm calls, un-sort and combine. One host sync in all (M = the largest group).
 - ``naive``: the study's loop over experts, selecting each expert's rows with a boolean mask
   (a host sync per expert).
 """
@@ -23,17 +23,25 @@ DISPATCHES = ("batched", "naive")
 
 
 def dispatch_batched(experts: ExpertMLPs, x: Tensor, index: Tensor, weight: Tensor) -> Tensor:
-    """Σ_k weight[b, k] · expert_{index[b, k]}(x[b]) via sort + padded bmm: x [B, D] -> [B, C]."""
+    """Σ_k weight[b, k] · expert_{index[b, k]}(x[b]) via sort + padded bmm: x [B, D] -> [B, C].
+
+    Each expert's group is padded to M = the largest group, so the cost is E·M rows: near B·K when the
+    load is balanced and never above the soft head's E·B, even if every row picks the same expert.
+    Padding rows copy row 0 of x (no zero-fill pass); their outputs are never read.
+    """
     batch, k = index.shape
-    flat = index.flatten()  # [B*K] expert of each assignment, row-major so row = position // K
+    num_experts = experts.num_experts
+    flat = index.flatten()  # [B*K] expert of each assignment; assignment a comes from row a // K
     order = flat.argsort(stable=True)  # assignments grouped by expert
     expert_sorted = flat[order]
-    counts = torch.bincount(flat, minlength=experts.num_experts)  # [E]
+    counts = torch.bincount(flat, minlength=num_experts)  # [E]
+    group = int(counts.max())  # M: the one host sync of this path
     starts = counts.cumsum(0) - counts
-    slot = torch.arange(flat.numel(), device=x.device) - starts[expert_sorted]  # position inside its group
-    groups = x.new_zeros(experts.num_experts, int(counts.max()), x.shape[1])  # [E, M, D]; the one sync
-    groups[expert_sorted, slot] = x[order // k]
-    out = experts.forward_padded(groups)[expert_sorted, slot]  # [B*K, C] in sorted order
+    slot = torch.arange(flat.numel(), device=x.device) - starts[expert_sorted]  # position in its group
+    dest = expert_sorted * group + slot  # [B*K] padded row of each sorted assignment
+    src = torch.zeros(num_experts * group, dtype=torch.long, device=x.device).index_copy_(0, dest, order // k)
+    out = experts.forward_padded(x.index_select(0, src).view(num_experts, group, -1))  # [E, M, C]
+    out = out.view(num_experts * group, -1).index_select(0, dest)  # [B*K, C] in sorted order
     out = torch.empty_like(out).index_copy(0, order, out)  # back to (row, k) order
     return torch.einsum("bk,bkc->bc", weight, out.view(batch, k, -1))  # [B, C]
 
