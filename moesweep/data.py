@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from moesweep.config import DataCfg
+from moesweep.config import ConfigError, DataCfg
 
 CIFAR10_DIR = "cifar-10-batches-py"
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -141,7 +141,7 @@ def _synthetic(cfg: DataCfg, n: int, gen: torch.Generator) -> tuple[Tensor, Tens
 def _val_count(val_size: int | float, pool: int) -> int:
     n = round(val_size * pool) if val_size < 1 else int(val_size)
     if not 1 <= n < pool:
-        raise ValueError(f"data.val_size={val_size} leaves no training images out of {pool}")
+        raise ConfigError(f"data.val_size: {val_size} leaves no training images out of {pool}")
     return n
 
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from helpers import CLASSES, write_mini_cifar10
 
-from moesweep.config import DataCfg
+from moesweep.config import ConfigError, DataCfg
 from moesweep.data import (DatasetNotFoundError, augment_batch, eval_batches, load_data, read_cifar10,
                            train_batches)
 
@@ -68,6 +68,11 @@ def test_cifar_root_may_be_the_batches_dir_itself(cifar_root):
 def test_cifar_val_size_fraction(cifar_root):
     d = load_data(cifar(cifar_root, val_size=0.2))
     assert (len(d.train_y), len(d.val_y)) == (80, 20)
+
+
+def test_val_size_must_leave_training_images(cifar_root):
+    with pytest.raises(ConfigError, match="data.val_size"):
+        load_data(cifar(cifar_root, val_size=N_POOL))
 
 
 def test_split_is_deterministic_and_follows_split_seed(cifar_root):
