@@ -64,6 +64,13 @@ def test_shazeer_without_noise_counts_load():
     assert shazeer(GATES, INDEX, CLEAN, CLEAN, None).item() == pytest.approx(0.015625, abs=1e-6)
 
 
+def test_shazeer_with_k_equal_e_has_balanced_load():
+    # k = E: every expert always selected, load = counts [2, 2] (CV² 0), no (k+1)-th logit needed
+    gates = t([[0.6, 0.4], [0.2, 0.8]])  # importance [0.8, 1.2]: mean 1, var 0.04 -> CV² 0.04
+    index = torch.tensor([[0, 1], [1, 0]])
+    assert shazeer(gates, index, CLEAN, NOISY, STD).item() == pytest.approx(0.04, abs=1e-6)
+
+
 def test_smooth_load_matches_resampled_selection_rate():
     # P(x, i) is the chance expert i stays in the top k when only its own noise is redrawn.
     torch.manual_seed(0)

@@ -38,10 +38,6 @@ class Routing:
     expert_weight: Tensor
     gates: Tensor
 
-    @property
-    def k(self) -> int:
-        return self.expert_index.shape[1]
-
 
 class SoftRouter(nn.Module):
     """Dense softmax gate: gates = softmax(x W_g / temperature); all E experts active."""

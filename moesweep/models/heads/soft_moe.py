@@ -31,7 +31,7 @@ class MoEHead(nn.Module):
             hidden = int(cfg.expert_hidden)
         self.experts = ExpertMLPs(cfg.num_experts, in_dim, hidden, num_classes, cfg.dropout)
         self.active_experts = active_experts
-        self.balance_loss, self.balance_weight, self.z_loss_weight = (
+        self.balance_kind, self.balance_weight, self.z_loss_weight = (
             cfg.balance_loss, cfg.balance_weight, cfg.z_loss_weight)
 
     def combine(self, x: Tensor, r: Routing) -> Tensor:
@@ -41,7 +41,7 @@ class MoEHead(nn.Module):
         r = self.router(features)
         logits = self.combine(features, r)
         aux = {
-            "balance_loss": aux_loss(self.balance_loss, r, self.balance_weight, self.z_loss_weight),
+            "balance_loss": aux_loss(self.balance_kind, r, self.balance_weight, self.z_loss_weight),
             "gates": r.gates,
             "probs": r.probs,
             "expert_index": r.expert_index,
