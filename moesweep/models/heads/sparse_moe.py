@@ -41,8 +41,8 @@ def dispatch_batched(experts: ExpertMLPs, x: Tensor, index: Tensor, weight: Tens
     dest = expert_sorted * group + slot  # [B*K] padded row of each sorted assignment
     src = torch.zeros(num_experts * group, dtype=torch.long, device=x.device).index_copy_(0, dest, order // k)
     out = experts.forward_padded(x.index_select(0, src).view(num_experts, group, -1))  # [E, M, C]
-    out = out.view(num_experts * group, -1).index_select(0, dest)  # [B*K, C] in sorted order
-    out = torch.empty_like(out).index_copy(0, order, out)  # back to (row, k) order
+    row_of = torch.empty_like(dest).index_copy_(0, order, dest)  # padded row of assignment (b, k), row-major
+    out = out.view(num_experts * group, -1).index_select(0, row_of)  # [B*K, C]
     return torch.einsum("bk,bkc->bc", weight, out.view(batch, k, -1))  # [B, C]
 
 
