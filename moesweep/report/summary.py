@@ -1,0 +1,67 @@
+"""Terminal summary (``moesweep summary RESULTS_DIR``): the best configuration per head as a rich table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from moesweep.report.analysis_info import sharpness_info
+from moesweep.report.info import best_configs, load_results, status_counts
+from moesweep.report.text import fmt_mean_ci, fmt_num, head_name
+
+
+def _sharp_cell(sharp: pd.DataFrame, config_id: str, col: str, digits: int) -> str:
+    """Mean ± CI of ``col`` on the test split (else train) for one configuration's analysed seeds."""
+    sub = sharp[sharp["config_id"] == config_id]
+    if sub.empty:
+        return "-"
+    split = "test" if "test" in set(sub["split"]) else sub["split"].iloc[0]
+    info = sharpness_info(sub[sub["split"] == split])
+    stat = "lambda" if col == "lambda_max" else "trace"
+    r = info.iloc[0]
+    return f"{fmt_mean_ci(r[f'{stat}_mean'], r[f'{stat}_lo'], r[f'{stat}_hi'], 1.0, '', digits)} ({split})"
+
+
+def _latency_cell(lat: pd.DataFrame, config_id: str) -> str:
+    """Median latency at the largest timed batch size (batched dispatch preferred)."""
+    sub = lat[lat["config_id"] == config_id]
+    if sub.empty:
+        return "-"
+    if (sub["dispatch"] == "batched").any():
+        sub = sub[sub["dispatch"] == "batched"]
+    bs = sub["batch_size"].max()
+    return f"{fmt_num(sub.loc[sub['batch_size'] == bs, 'median_ms'].median(), 2)} ms @ {int(bs)}"
+
+
+def summary_table(results_dir: str | Path) -> Table:
+    """Best configuration per head: mean ± 95% CI of validation and test accuracy over seeds, the seed
+    count, and λmax / trace / latency when those analyses were run."""
+    R = load_results(results_dir)
+    best = best_configs(R["trials"])
+    counts = status_counts(R["trials"])
+    status = ", ".join(f"{n} {s}" for s, n in zip(counts["status"], counts["n"])) or "no trials"
+    name = R.manifest.get("name") or R.dir.resolve().name
+    t = Table(title=f"{name}: best configuration per head", caption=f"trials: {status}; ± = 95% CI over seeds",
+              header_style="bold")
+    cols = [("head", "left"), ("configuration", "left"), ("seeds", "right"), ("val acc", "right"),
+            ("test acc", "right")]
+    extra = [c for c, tbl in (("λmax", "sharpness"), ("trace", "sharpness"), ("latency", "latency")) if len(R[tbl])]
+    for c, just in cols + [(c, "right") for c in extra]:
+        t.add_column(c, justify=just)  # type: ignore[arg-type]
+    for _, b in best.iterrows():
+        cells = [head_name(b["head"]), str(b["label"]), str(b["n"]),
+                 fmt_mean_ci(b["val_mean"], b["val_lo"], b["val_hi"]),
+                 fmt_mean_ci(b["test_mean"], b["test_lo"], b["test_hi"])]
+        for c in extra:
+            cells.append(_sharp_cell(R["sharpness"], b["config_id"], "lambda_max", 2) if c == "λmax" else
+                         _sharp_cell(R["sharpness"], b["config_id"], "trace", 1) if c == "trace" else
+                         _latency_cell(R["latency"], b["config_id"]))
+        t.add_row(*cells)
+    return t
+
+
+def print_summary(results_dir: str | Path, console: Console | None = None) -> None:
+    (console or Console()).print(summary_table(results_dir))
