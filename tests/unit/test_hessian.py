@@ -126,6 +126,8 @@ def test_hvp_matches_exact_hessian_and_weights_batches_by_size(mlp_case):
     v = torch.randn(h.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     split = HessianOperator(model, batches, "all").hvp(v)  # batches of 24 and 16
     joined = HessianOperator(model, [(torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches]))])
+    assert joined.cache_graph  # one batch: the gradient graph is built once and reused
+    assert torch.equal(joined.hvp(v), joined.hvp(v)) and joined.n_hvp == 2
     assert torch.allclose(split, h @ v, rtol=1e-10, atol=1e-12)
     assert torch.allclose(joined.hvp(v), split, rtol=1e-10, atol=1e-12)
 
