@@ -34,7 +34,8 @@ class Features(torch.nn.Module):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batch-sizes", type=lambda t: [int(v) for v in t.split(",")], default=list(DEFAULT_BATCH_SIZES))
+    p.add_argument("--batch-sizes", type=lambda t: [int(v) for v in t.split(",")],
+                   default=list(DEFAULT_BATCH_SIZES))
     p.add_argument("--experts", type=int, default=16)
     p.add_argument("--topk", type=int, default=2)
     p.add_argument("--in-dim", type=int, default=512)

@@ -75,8 +75,8 @@ def lanczos(matvec: MatVec, v0: Tensor, max_iters: int, top_n: int | None = None
         betas.append(beta)
         basis[j + 1] = w / beta
     m = len(alphas)
-    return LanczosResult(torch.tensor(alphas, dtype=torch.float64), torch.tensor(betas[: m - 1], dtype=torch.float64),
-                         basis[:m], m)
+    return LanczosResult(torch.tensor(alphas, dtype=torch.float64),
+                         torch.tensor(betas[: m - 1], dtype=torch.float64), basis[:m], m)
 
 
 def ritz_vectors(res: LanczosResult, top_n: int) -> tuple[Tensor, Tensor]:

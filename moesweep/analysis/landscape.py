@@ -31,10 +31,11 @@ DEFAULT_ALPHAS = tuple(round(-0.5 + 0.05 * i, 10) for i in range(21))  # exact 0
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def evaluate(forward: Callable, batches: Batches) -> tuple[float, float, Tensor | None]:
-    """Mean cross-entropy, accuracy and the sorted selected-expert sets [N, K] (None without routing)."""
+def evaluate(forward: nn.Module, batches: Batches) -> tuple[float, float, Tensor | None]:
+    """Mean cross-entropy, accuracy and the sorted selected-expert sets [N, K] (None without routing),
+    in eval mode. ``forward`` is the model, or its head when ``batches`` hold features."""
     loss, correct, n, sets = 0.0, 0, 0, []
-    with torch.no_grad():
+    with analysis_mode(forward), torch.no_grad():
         for x, y in batches:
             logits, aux = forward(x)
             loss += float(F.cross_entropy(logits.double(), y, reduction="sum"))
@@ -185,7 +186,8 @@ def compute_landscape(model: nn.Module, batches: Batches, param_set: str = "all"
 
 
 def loss_surface_2d(model: nn.Module, batches: Batches, d1: Sequence[Tensor], d2: Sequence[Tensor],
-                    alphas: Sequence[float], betas: Sequence[float], param_set: str = "all") -> list[dict[str, Any]]:
+                    alphas: Sequence[float], betas: Sequence[float],
+                    param_set: str = "all") -> list[dict[str, Any]]:
     """Loss/accuracy on the plane ``theta + alpha d1 + beta d2`` (records carry alpha and beta)."""
     # One direction per grid point, applied at step 1; built lazily so only one lives at a time.
     points = ((a, b) for b in betas for a in alphas)

@@ -48,7 +48,8 @@ def test_sparse_head_records_both_dispatches_and_restores_state():
     x = torch.randn(16, 3, 8, 8)
     backbone = count_flops(lambda: net.backbone(x))
     assert backbone > 0
-    assert [r["active_flops"] for r in e2e] == [backbone // 16 * b + 2 * net.head.active_macs() * b for b in (1, 16)]
+    head_macs = net.head.active_macs()
+    assert [r["active_flops"] for r in e2e] == [backbone // 16 * b + 2 * head_macs * b for b in (1, 16)]
 
 
 def test_dense_head_has_no_dispatch_and_flops_match():

@@ -219,3 +219,28 @@ def test_compute_sharpness_record(mlp_case):
 def test_unknown_param_set_is_rejected():
     with pytest.raises(ValueError, match="param_set"):
         select_params(mlp_net(), "router")
+
+
+def test_real_sparse_head_with_noise_weights():
+    from moesweep.config import BackboneCfg, HeadCfg, TrialCfg
+    from moesweep.models import build_model
+
+    torch.manual_seed(0)
+    cfg = TrialCfg(backbone=BackboneCfg(name="cnn", width=2),
+                   head=HeadCfg(kind="sparse", num_experts=3, top_k=2, expert_hidden=3, noisy=True))
+    model = build_model(cfg, in_channels=3, image_size=8, num_classes=3).double()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 3, 8, 8, generator=g, dtype=torch.float64)
+    batches = [(x, torch.randint(0, 3, (16,), generator=g))]
+    op = HessianOperator(model, batches, "head")
+    grads = dict(zip(op.names, unflatten(op.gradient(), op.params)))
+    noise = [n for n in op.names if "noise" in n]
+    assert noise and all(torch.all(grads[n] == 0) for n in noise)  # gate noise is off in eval
+    h = exact_hessian(model, batches, "head")
+    top = lanczos_top(op, top_n=3, max_iters=60)
+    ref = torch.linalg.eigvalsh(h).flip(0)
+    assert abs(top.eigenvalues[0] - float(ref[0])) / float(ref[0]) <= 1e-4
+    # All parameters (conv + BatchNorm in eval + head): H is symmetric, u^T (H v) = v^T (H u).
+    full = HessianOperator(model, batches, "all")
+    u, v = (full.random(g) for _ in range(2))
+    assert float(u @ full.hvp(v)) == pytest.approx(float(v @ full.hvp(u)), rel=1e-9)

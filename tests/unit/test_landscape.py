@@ -88,7 +88,8 @@ def test_consistency_with_hessian_on_linear_softmax():
     kinds = [r["direction_kind"] for r in records]
     assert kinds.count("eigvec") == 21 and kinds.count("random") == 42 and kinds.count("gaussian") == 80
     eig = [r for r in records if r["direction_kind"] == "eigvec"]
-    assert [r["alpha"] for r in eig] == pytest.approx(torch.linspace(-0.5, 0.5, 21, dtype=torch.float64).tolist(), abs=1e-12)
+    grid = torch.linspace(-0.5, 0.5, 21, dtype=torch.float64).tolist()
+    assert [r["alpha"] for r in eig] == pytest.approx(grid, abs=1e-12)
     assert all(r["routing_flip_rate"] is None and 0 <= r["accuracy"] <= 1 for r in records)
     assert eig[10]["alpha"] == 0.0 and eig[10]["loss"] == check["loss0"]
 
@@ -146,7 +147,8 @@ def test_routing_flip_rate_for_moe_heads():
     flips = [r["routing_flip_rate"] for r in recs]
     assert flips[0] == 0.0 and 0.0 < flips[2] <= 1.0 and flips[1] <= flips[2]
     # Moving only the experts cannot change which expert is selected.
-    experts = [torch.randn_like(p) if ".experts." in n else torch.zeros_like(p) for n, p in model.named_parameters()]
+    experts = [torch.randn_like(p) if ".experts." in n else torch.zeros_like(p)
+               for n, p in model.named_parameters()]
     assert all(r["routing_flip_rate"] == 0.0 for r in loss_curve(model, batches, experts, (0.5, 5.0)))
     dense = Net(MLPHead(8, 12, 3)).double()
     d = gaussian_direction(dense, "all", torch.Generator().manual_seed(0))
@@ -163,3 +165,17 @@ def test_surface_2d_matches_1d_curves():
     line = loss_curve(model, batches, d1, (-0.2, 0.0, 0.2))
     on_axis = [r for r in grid if r["beta"] == 0.0]
     assert [r["loss"] for r in on_axis] == pytest.approx([r["loss"] for r in line], rel=1e-12)
+
+
+def test_real_sparse_head_routing_flips_along_router_direction():
+    from moesweep.config import BackboneCfg, HeadCfg, TrialCfg
+    from moesweep.models import build_model
+
+    torch.manual_seed(0)
+    cfg = TrialCfg(backbone=BackboneCfg(name="cnn", width=2),
+                   head=HeadCfg(kind="sparse", num_experts=4, top_k=2, expert_hidden=3))
+    model = build_model(cfg, in_channels=3, image_size=8, num_classes=3)
+    batches = [(torch.randn(32, 3, 8, 8), torch.randint(0, 3, (32,)))]
+    d = [torch.randn_like(p) if "router" in n else torch.zeros_like(p) for n, p in model.head.named_parameters()]
+    recs = loss_curve(model, batches, d, (0.0, 1.0, 10.0), param_set="head")
+    assert [r["routing_flip_rate"] for r in recs][0] == 0.0 and 0.0 < recs[2]["routing_flip_rate"] <= 1.0
