@@ -124,58 +124,57 @@ def _split_metrics(prefix: str, util: dict[str, Any]) -> tuple[dict[str, Any], d
     return scalars, vectors
 
 
-def train_trial(cfg: TrialCfg, data: Data, report: ReportFn | None = None,
-                checkpoint_dir: str | Path | None = None, resume: str | Path | None = None,
-                progress: Callable[[dict[str, Any]], None] | None = None) -> TrialResult:
-    """Train one trial.
+class TrialRunner:
+    """One trial as a step-per-epoch object, so a sweep can advance several seeds of a configuration in
+    lockstep (``train_trial`` is the plain loop over it)."""
 
-    Args:
-        cfg: the typed trial config.
-        data: splits as tensors on the trial's device (``moesweep.data.load_data``).
-        report: called once per epoch with (metrics, checkpoint_dir or None).
-        checkpoint_dir: where ``state.pt`` is (over)written after each epoch; None disables checkpoints.
-        resume: a checkpoint (dir or file) to continue from.
-        progress: optional per-epoch callback for terminal output.
-    Returns:
-        TrialResult with the best-validation epoch and the test accuracy of that epoch's weights.
-    """
-    t0 = time.perf_counter()
-    t = cfg.train
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    device = data.train_x.device
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg, data.in_channels, data.image_size, data.num_classes).to(device)
-    opt = make_optimizer(model, t)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(cfg.seed)
-    history: list[dict[str, Any]] = []
-    best = {"val_acc": -1.0, "epoch": -1, "model": None}
-    start_epoch, wall_before = 0, 0.0
-    if resume is not None:
-        st = load_state(resume, map_location=device)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        _set_rng_state(st["rng"], gen, device)
-        history = list(st["history"])
-        best = {"val_acc": st["best_val_acc"], "epoch": st["best_epoch"], "model": st["best_model"]}
-        start_epoch = st["epoch"] + 1
-        wall_before = st.get("wall_s", 0.0)
-    moe = _is_moe(model)
-    n_train = len(data.train_y)
-    steps = max(1, math.ceil(n_train / t.batch_size))
+    def __init__(self, cfg: TrialCfg, data: Data, resume: str | Path | None = None) -> None:
+        self.t0 = time.perf_counter()
+        self.cfg, self.data = cfg, data
+        t = cfg.train
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        self.device = device = data.train_x.device
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg, data.in_channels, data.image_size, data.num_classes).to(device)
+        self.opt = make_optimizer(self.model, t)
+        self.gen = torch.Generator(device=device)
+        self.gen.manual_seed(cfg.seed)
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"val_acc": -1.0, "epoch": -1, "model": None}
+        self.epoch, self.wall_before = 0, 0.0
+        if resume is not None:
+            st = load_state(resume, map_location=device)
+            self.model.load_state_dict(st["model"])
+            self.opt.load_state_dict(st["optimizer"])
+            _set_rng_state(st["rng"], self.gen, device)
+            self.history = list(st["history"])
+            self.best = {"val_acc": st["best_val_acc"], "epoch": st["best_epoch"], "model": st["best_model"]}
+            self.epoch = st["epoch"] + 1
+            self.wall_before = st.get("wall_s", 0.0)
+        self.moe = _is_moe(self.model)
 
-    for epoch in range(start_epoch, t.epochs):
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.cfg.train.epochs
+
+    def _meter(self) -> UtilizationMeter | None:
+        return UtilizationMeter(self.model.head.num_experts, self.data.num_classes) if self.moe else None
+
+    def run_epoch(self) -> dict[str, Any]:
+        """Train one epoch, evaluate on validation; returns scalars plus per-expert vectors."""
+        cfg, t, data, model, opt, epoch = self.cfg, self.cfg.train, self.data, self.model, self.opt, self.epoch
+        steps = max(1, math.ceil(len(data.train_y) / t.batch_size))
         model.train()
-        meter = UtilizationMeter(model.head.num_experts, data.num_classes) if moe else None
+        meter = self._meter()
         loss_sum = bal_sum = 0.0
         correct = seen = 0
         te = time.perf_counter()
-        for step, (xb, yb) in enumerate(train_batches(data, t.batch_size, gen, cfg.data)):
+        for step, (xb, yb) in enumerate(train_batches(data, t.batch_size, self.gen, cfg.data)):
             lr = lr_at(t, epoch + step / steps)
             for g in opt.param_groups:
                 g["lr"] = lr
-            with _autocast(device, t):
+            with _autocast(self.device, t):
                 logits, aux = model(xb)
                 task = F.cross_entropy(logits.float(), yb)
                 bal = aux["balance_loss"].float()
@@ -193,7 +192,7 @@ def train_trial(cfg: TrialCfg, data: Data, report: ReportFn | None = None,
             if meter is not None:
                 meter.update({k: v.detach() for k, v in aux.items()}, yb)
         epoch_s = time.perf_counter() - te
-        val_meter = UtilizationMeter(model.head.num_experts, data.num_classes) if moe else None
+        val_meter = self._meter()
         val_loss, val_acc = evaluate(model, data.val_x, data.val_y, cfg, val_meter)
         metrics: dict[str, Any] = {
             "epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
@@ -206,35 +205,69 @@ def train_trial(cfg: TrialCfg, data: Data, report: ReportFn | None = None,
                 s, v = _split_metrics(prefix, m.compute())
                 metrics.update(s)
                 vectors.update(v)
-        if val_acc > best["val_acc"]:
-            best = {"val_acc": val_acc, "epoch": epoch,
-                    "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-        metrics["best_val_acc"] = best["val_acc"]
-        history.append(metrics)
+        if val_acc > self.best["val_acc"]:
+            self.best = {"val_acc": val_acc, "epoch": epoch,
+                         "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        metrics["best_val_acc"] = self.best["val_acc"]
+        metrics.update(vectors)
+        self.history.append(metrics)
+        self.epoch += 1
+        return metrics
+
+    def wall_s(self) -> float:
+        return self.wall_before + time.perf_counter() - self.t0
+
+    def save(self, checkpoint_dir: str | Path) -> Path:
+        """Everything needed to resume bit-identically, plus cfg and data shape to rebuild the model."""
+        d = self.data
+        return save_state(checkpoint_dir, {
+            "cfg": to_dict(self.cfg), "epoch": self.epoch - 1, "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(), "schedule": {"kind": self.cfg.train.schedule, "epoch": self.epoch},
+            "rng": _rng_state(self.gen, self.device), "history": self.history,
+            "best_val_acc": self.best["val_acc"], "best_epoch": self.best["epoch"], "best_model": self.best["model"],
+            "data_shape": {"in_channels": d.in_channels, "image_size": d.image_size, "num_classes": d.num_classes},
+            "wall_s": self.wall_s(),
+        })
+
+    def finish(self, checkpoint: str | None = None) -> TrialResult:
+        """Test accuracy of the best-validation weights; the model keeps those weights afterwards."""
+        model = self.model
+        if self.best["model"] is not None:
+            model.load_state_dict(self.best["model"])
+        _, test_acc = evaluate(model, self.data.test_x, self.data.test_y, self.cfg)
+        last = self.history[-1] if self.history else {}
+        return TrialResult(
+            status="done", epochs_done=len(self.history), best_epoch=self.best["epoch"],
+            best_val_acc=self.best["val_acc"], final_val_acc=last.get("val_acc", float("nan")),
+            test_acc=test_acc, train_acc=last.get("train_acc", float("nan")), params=count_params(model),
+            head_params=count_params(model.head), active_head_macs=int(model.head.active_macs()),
+            wall_s=self.wall_s(), history=self.history, checkpoint=checkpoint,
+        )
+
+
+def train_trial(cfg: TrialCfg, data: Data, report: ReportFn | None = None,
+                checkpoint_dir: str | Path | None = None, resume: str | Path | None = None,
+                progress: Callable[[dict[str, Any]], None] | None = None) -> TrialResult:
+    """Train one trial.
+
+    Args:
+        cfg: the typed trial config.
+        data: splits as tensors on the trial's device (``moesweep.data.load_data``).
+        report: called once per epoch with (metrics, checkpoint_dir or None).
+        checkpoint_dir: where ``state.pt`` is (over)written after each epoch; None disables checkpoints.
+        resume: a checkpoint (dir or file) to continue from.
+        progress: optional per-epoch callback for terminal output.
+    Returns:
+        TrialResult with the best-validation epoch and the test accuracy of that epoch's weights.
+    """
+    runner = TrialRunner(cfg, data, resume=resume)
+    ckpt = str(checkpoint_dir) if checkpoint_dir is not None else None
+    while not runner.done:
+        metrics = runner.run_epoch()
         if checkpoint_dir is not None:
-            save_state(checkpoint_dir, {
-                "cfg": to_dict(cfg), "epoch": epoch, "model": model.state_dict(),
-                "optimizer": opt.state_dict(), "schedule": {"kind": t.schedule, "epoch": epoch + 1},
-                "rng": _rng_state(gen, device), "history": history, "best_val_acc": best["val_acc"],
-                "best_epoch": best["epoch"], "best_model": best["model"],
-                "data_shape": {"in_channels": data.in_channels, "image_size": data.image_size,
-                               "num_classes": data.num_classes},
-                "wall_s": wall_before + time.perf_counter() - t0,
-            })
+            runner.save(checkpoint_dir)
         if progress is not None:
             progress(metrics)
         if report is not None:
-            report({**metrics, **vectors}, str(checkpoint_dir) if checkpoint_dir is not None else None)
-
-    if best["model"] is not None:
-        model.load_state_dict(best["model"])
-    _, test_acc = evaluate(model, data.test_x, data.test_y, cfg)
-    last = history[-1] if history else {}
-    return TrialResult(
-        status="done", epochs_done=len(history), best_epoch=best["epoch"], best_val_acc=best["val_acc"],
-        final_val_acc=last.get("val_acc", float("nan")), test_acc=test_acc,
-        train_acc=last.get("train_acc", float("nan")), params=count_params(model),
-        head_params=count_params(model.head), active_head_macs=int(model.head.active_macs()),
-        wall_s=wall_before + time.perf_counter() - t0, history=history,
-        checkpoint=str(checkpoint_dir) if checkpoint_dir is not None else None,
-    )
+            report(metrics, ckpt)
+    return runner.finish(checkpoint=ckpt)
