@@ -40,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--budget-s", type=float, default=0.25, help="approximate seconds per head per row")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="cpu: this thread's CPU time, steadier on a shared machine (1 thread, CPU device only)")
     return p.parse_args(argv)
 
 
@@ -52,7 +54,7 @@ def build_heads(args: argparse.Namespace, experts: int, k: int) -> dict[str, tor
     return {"dense": make("dense"), "soft": make("soft"), "naive": sparse, "batched": sparse}
 
 
-def time_call(head: torch.nn.Module, name: str, x: torch.Tensor, train: bool) -> float:
+def time_call(head: torch.nn.Module, name: str, x: torch.Tensor, train: bool, clock=time.perf_counter) -> float:
     """Seconds for one forward (infer) or forward + backward (train)."""
     if name in ("naive", "batched"):
         head.dispatch = name
@@ -60,34 +62,38 @@ def time_call(head: torch.nn.Module, name: str, x: torch.Tensor, train: bool) ->
     head.zero_grad(set_to_none=True)
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
     sync()
-    start = time.perf_counter()
+    start = clock()
     with torch.set_grad_enabled(train):
         logits, aux = head(x)
         if train:
             (logits.sum() + aux["balance_loss"]).backward()
     sync()
-    return time.perf_counter() - start
+    return clock() - start
 
 
-def measure_row(heads: dict[str, torch.nn.Module], x: torch.Tensor, train: bool, budget_s: float) -> dict[str, float]:
+def measure_row(heads: dict[str, torch.nn.Module], x: torch.Tensor, train: bool, budget_s: float,
+                clock=time.perf_counter) -> dict[str, float]:
     """Median milliseconds per head, rounds interleaved across heads."""
     for name, head in heads.items():  # warm-up, and a first cost estimate to size the rounds
-        time_call(head, name, x, train)
-    first = sum(time_call(head, name, x, train) for name, head in heads.items())
+        time_call(head, name, x, train, clock)
+    first = sum(time_call(head, name, x, train, clock) for name, head in heads.items())
     rounds = int(min(200, max(5, budget_s * len(heads) / max(first, 1e-6))))
     samples: dict[str, list[float]] = {name: [] for name in heads}
     for _ in range(rounds):
         for name, head in heads.items():
-            samples[name].append(time_call(head, name, x, train))
+            samples[name].append(time_call(head, name, x, train, clock))
     return {name: 1e3 * statistics.median(v) for name, v in samples.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.clock == "cpu" and (args.threads != 1 or args.device != "cpu"):
+        raise SystemExit("--clock cpu measures one CPU thread: use it with --threads 1 --device cpu")
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
     modes = ("infer", "train") if args.mode == "both" else (args.mode,)
     print(f"# head latency, median ms; D={args.in_dim} C={args.classes} dense hidden={args.hidden}; "
-          f"threads={torch.get_num_threads()} device={args.device} torch={torch.__version__}")
+          f"threads={torch.get_num_threads()} device={args.device} clock={args.clock} torch={torch.__version__}")
     print(f"{'mode':>5} {'B':>5} {'E':>3} {'k':>2} {'H_e':>4} | " + " ".join(f"{n:>9}" for n in HEAD_NAMES)
           + " | naive/batched")
     results = {}
@@ -97,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
                 heads = build_heads(args, experts, k)
                 for batch in args.batch_sizes:
                     x = torch.randn(batch, args.in_dim, device=args.device)
-                    ms = measure_row(heads, x, mode == "train", args.budget_s)
+                    ms = measure_row(heads, x, mode == "train", args.budget_s, clock)
                     ratio = ms["naive"] / ms["batched"]
                     results[(mode, batch, experts, k)] = ratio
                     print(f"{mode:>5} {batch:>5} {experts:>3} {k:>2} {heads['naive'].experts.hidden:>4} | "

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from moesweep.config import HeadCfg
-from moesweep.models.heads import HEADS, create_head
+from moesweep.models.heads import HEADS, create_head, sparse_moe
 from moesweep.models.heads.experts import mlp_num_params
 from moesweep.models.heads.losses import kl_uniform, z_loss
 
@@ -81,9 +81,11 @@ def _run(head, x, dispatch, seed=1):
     return logits.detach(), x.grad, {n: p.grad.clone() for n, p in head.named_parameters()}
 
 
+@pytest.mark.parametrize("pad_limit", [0.0, float("inf")], ids=["slices", "padded"])
 @pytest.mark.parametrize("k,E,batch", [(1, 4, 16), (2, 8, 33), (3, 6, 1), (2, 16, 64)])
-def test_batched_equals_naive_values_and_gradients(k, E, batch):
-    head = make("sparse", top_k=k, num_experts=E, expert_hidden=16, balance_loss="shazeer").train()
+def test_batched_equals_naive_values_and_gradients(k, E, batch, pad_limit, monkeypatch):
+    monkeypatch.setattr(sparse_moe, "PAD_LIMIT", pad_limit)  # force each of the batched path's two branches
+    head = make("sparse", top_k=k, num_experts=E, expert_hidden=16, balance_loss="shazeer", dropout=0.0).train()
     x = torch.randn(batch, D)
     ref, ref_x, ref_p = _run(head, x, "naive")
     out, out_x, out_p = _run(head, x, "batched")
@@ -93,8 +95,10 @@ def test_batched_equals_naive_values_and_gradients(k, E, batch):
         assert torch.allclose(out_p[name], ref_p[name], atol=1e-5), name
 
 
-def test_batched_equals_naive_when_routing_collapses():
-    # every row routed to expert 0 (one full group, the other groups empty): the padded path's worst case
+@pytest.mark.parametrize("pad_limit", [0.0, float("inf")], ids=["slices", "padded"])
+def test_batched_equals_naive_when_routing_collapses(pad_limit, monkeypatch):
+    # every row routed to expert 0 (one full group, the other groups empty)
+    monkeypatch.setattr(sparse_moe, "PAD_LIMIT", pad_limit)
     head = make("sparse", top_k=1, num_experts=4, noisy=False).eval()
     with torch.no_grad():
         head.router.w_gate.weight.zero_()

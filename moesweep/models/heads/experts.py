@@ -1,8 +1,8 @@
 """Expert MLPs D → H_e → C held as batched weights, routing-agnostic.
 
 All E experts live in four tensors (w1 [E, D, H], b1 [E, H], w2 [E, H, C], b2 [E, C]), so a head can
-run every expert at once (``forward_all``), one expert on its rows (``forward_expert``, the naive
-loop), or all experts on padded groups with two bmm calls (``forward_padded``, the batched dispatch).
+run every expert on every row (``forward_all``, soft MoE), all experts on padded groups with two bmm
+calls (``forward_padded``), or one expert on its own rows (``per_expert`` + ``forward_one``).
 Also the parameter arithmetic behind ``expert_hidden: auto``.
 """
 
@@ -57,22 +57,31 @@ class ExpertMLPs(nn.Module):
             nn.init.uniform_(w, -bound, bound)
             nn.init.uniform_(b, -bound, bound)
 
+    def _act(self, h: Tensor) -> Tensor:
+        return self.dropout(F.relu(h))
+
     def forward_all(self, x: Tensor) -> Tensor:
         """Every expert on every row: x [B, D] -> [B, E, C]."""
-        h = torch.einsum("bd,edh->beh", x, self.w1) + self.b1  # [B, E, H]
-        h = self.dropout(F.relu(h))
+        h = self._act(torch.einsum("bd,edh->beh", x, self.w1) + self.b1)  # [B, E, H]
         return torch.einsum("beh,ehc->bec", h, self.w2) + self.b2  # [B, E, C]
-
-    def forward_expert(self, e: int, x: Tensor) -> Tensor:
-        """Expert ``e`` on its rows: x [N, D] -> [N, C]."""
-        h = self.dropout(F.relu(torch.addmm(self.b1[e], x, self.w1[e])))  # [N, H]
-        return torch.addmm(self.b2[e], h, self.w2[e])  # [N, C]
 
     def forward_padded(self, x: Tensor) -> Tensor:
         """Each expert on its own padded group: x [E, M, D] -> [E, M, C] (two bmm calls)."""
-        h = torch.baddbmm(self.b1.unsqueeze(1), x, self.w1)  # [E, M, H]
-        h = self.dropout(F.relu(h))
+        h = self._act(torch.baddbmm(self.b1.unsqueeze(1), x, self.w1))  # [E, M, H]
         return torch.baddbmm(self.b2.unsqueeze(1), h, self.w2)  # [E, M, C]
+
+    def per_expert(self) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+        """(w1, b1, w2, b2) views of each expert, for ``forward_one``.
+
+        One unbind per forward, not ``w1[e]`` per expert: indexing would give every expert its own
+        full-size [E, ...] zero gradient in backward, an E-fold cost that has nothing to do with dispatch.
+        """
+        return list(zip(self.w1.unbind(0), self.b1.unbind(0), self.w2.unbind(0), self.b2.unbind(0)))
+
+    def forward_one(self, params: tuple[Tensor, Tensor, Tensor, Tensor], x: Tensor) -> Tensor:
+        """One expert (``per_expert()[e]``) on its rows: x [N, D] -> [N, C]."""
+        w1, b1, w2, b2 = params
+        return torch.addmm(b2, self._act(torch.addmm(b1, x, w1)), w2)  # [N, H] -> [N, C]
 
     def macs_per_expert(self) -> int:
         return self.in_dim * self.hidden + self.hidden * self.num_classes

@@ -3,8 +3,9 @@
 Two dispatch paths compute the same function (to float rounding) and can be swapped at run time via
 ``head.dispatch``:
 
-- ``batched``: sort the B·K assignments by expert, gather them into padded groups [E, M, D], run all
-  experts with two bmm calls, un-sort and combine. One host sync in all (M = the largest group).
+- ``batched``: sort the B·K assignments by expert, gather the rows once, run the experts on their
+  groups (padded to [E, M, D] and two bmm calls while padding is cheap, else contiguous slices one
+  expert at a time), un-sort and combine. One host sync in all (the group sizes).
 - ``naive``: the study's loop over experts, selecting each expert's rows with a boolean mask
   (a host sync per expert).
 """
@@ -20,42 +21,55 @@ from moesweep.models.heads.routing import NoisyTopKRouter, Routing
 from moesweep.models.heads.soft_moe import MoEHead
 
 DISPATCHES = ("batched", "naive")
+# Batched dispatch pads every expert's group to the largest one while that costs at most PAD_LIMIT times
+# the real rows (one bmm beats E small matmuls); past it, as when routing collapses onto a few experts,
+# it runs the contiguous slices one expert at a time instead. 2 is where the two crossed on a CPU.
+PAD_LIMIT = 2.0
 
 
 def dispatch_batched(experts: ExpertMLPs, x: Tensor, index: Tensor, weight: Tensor) -> Tensor:
-    """Σ_k weight[b, k] · expert_{index[b, k]}(x[b]) via sort + padded bmm: x [B, D] -> [B, C].
+    """Σ_k weight[b, k] · expert_{index[b, k]}(x[b]) with assignments grouped by a sort: x [B, D] -> [B, C].
 
-    Each expert's group is padded to M = the largest group, so the cost is E·M rows: near B·K when the
-    load is balanced and never above the soft head's E·B, even if every row picks the same expert.
-    Padding rows copy row 0 of x (no zero-fill pass); their outputs are never read.
+    The group sizes come to the host once (one sync for the whole batch, none per expert).
     """
     batch, k = index.shape
-    num_experts = experts.num_experts
     flat = index.flatten()  # [B*K] expert of each assignment; assignment a comes from row a // K
-    order = flat.argsort(stable=True)  # assignments grouped by expert
-    expert_sorted = flat[order]
-    counts = torch.bincount(flat, minlength=num_experts)  # [E]
-    group = int(counts.max())  # M: the one host sync of this path
-    starts = counts.cumsum(0) - counts
-    slot = torch.arange(flat.numel(), device=x.device) - starts[expert_sorted]  # position in its group
-    dest = expert_sorted * group + slot  # [B*K] padded row of each sorted assignment
-    src = torch.zeros(num_experts * group, dtype=torch.long, device=x.device).index_copy_(0, dest, order // k)
-    out = experts.forward_padded(x.index_select(0, src).view(num_experts, group, -1))  # [E, M, C]
-    row_of = torch.empty_like(dest).index_copy_(0, order, dest)  # padded row of assignment (b, k), row-major
-    out = out.view(num_experts * group, -1).index_select(0, row_of)  # [B*K, C]
+    order = flat.argsort(stable=True)  # assignments grouped by expert, in expert order
+    counts = torch.bincount(flat, minlength=experts.num_experts)  # [E]
+    sizes = counts.tolist()  # the one host sync of this path
+    if experts.num_experts * max(sizes) <= PAD_LIMIT * flat.numel():
+        out = _run_padded(experts, x, order // k, flat[order], counts, max(sizes))
+    else:
+        rows = x.index_select(0, order // k).split(sizes)  # contiguous [n_e, D] slices
+        out = torch.cat([experts.forward_one(p, r) for p, r, n in zip(experts.per_expert(), rows, sizes) if n])
+    out = torch.empty_like(out).index_copy(0, order, out)  # [B*K, C] back to (row, k) order
     return torch.einsum("bk,bkc->bc", weight, out.view(batch, k, -1))  # [B, C]
+
+
+def _run_padded(experts: ExpertMLPs, x: Tensor, token: Tensor, expert: Tensor, counts: Tensor,
+                group: int) -> Tensor:
+    """Sorted assignments (source row ``token``, ``expert``) through padded groups [E, M = group, D].
+
+    Returns [B*K, C] in sorted order. Padding rows copy row 0 of x (no zero-fill pass); never read.
+    """
+    starts = counts.cumsum(0) - counts
+    slot = torch.arange(token.numel(), device=x.device) - starts[expert]  # position inside its group
+    dest = expert * group + slot  # padded row of each sorted assignment
+    src = torch.zeros(counts.numel() * group, dtype=torch.long, device=x.device).index_copy_(0, dest, token)
+    out = experts.forward_padded(x.index_select(0, src).view(counts.numel(), group, -1))  # [E, M, C]
+    return out.view(-1, out.shape[-1]).index_select(0, dest)
 
 
 def dispatch_naive(experts: ExpertMLPs, x: Tensor, index: Tensor, weight: Tensor) -> Tensor:
     """Same result as ``dispatch_batched``, one expert at a time with boolean masks (the reference)."""
     y = x.new_zeros(x.shape[0], experts.num_classes)
-    for e in range(experts.num_experts):
+    for e, params in enumerate(experts.per_expert()):
         mask = index == e  # [B, K]
         rows = mask.any(dim=-1)  # [B]
         if not rows.any():
             continue
         w = (weight * mask).sum(dim=-1)[rows]  # [N_e]: each row picks expert e at most once
-        y[rows] += w[:, None] * experts.forward_expert(e, x[rows])
+        y[rows] += w[:, None] * experts.forward_one(params, x[rows])
     return y
 
 
