@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from moesweep.analysis.hessian import (Batches, HessianOperator, analysis_mode, hutchinson_trace,
                                        lanczos_top, prepare_inputs, select_params, unflatten)
+from moesweep.models.heads.experts import ExpertMLPs
 
 DEFAULT_ALPHAS = tuple(round(-0.5 + 0.05 * i, 10) for i in range(21))  # exact 0.0 at the centre
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -67,22 +68,34 @@ def perturbation(params: Sequence[nn.Parameter]) -> Iterator[Callable[[Sequence[
 def filter_normalized_direction(model: nn.Module, param_set: str, gen: torch.Generator) -> list[Tensor]:
     """A Gaussian direction with each filter/neuron rescaled to the norm of its weights (Li et al. 2018).
 
-    nn.Linear / nn.Conv weights are [out, in, ...]: one filter per row. Other parameters of >= 2 dims
-    are used as ``x @ W`` with W [..., in, out] (the stacked expert weights [E, D, H]): one neuron per
-    (leading..., out) index, normalised over the ``in`` axis. 1-D parameters (biases, BatchNorm) get 0.
+    nn.Linear / nn.Conv weights are [out, in, ...]: one filter per row. The stacked expert weights of
+    ``ExpertMLPs`` (w1 [E, D, H], w2 [E, H, C]) and any other parameter of >= 2 dims are used as
+    ``x @ W`` with W [..., in, out]: one neuron per (leading..., out) index, normalised over the ``in``
+    axis. Biases (1-D, and the experts' stacked b1 [E, H], b2 [E, C]) and BatchNorm parameters get 0.
     """
-    layer_weights = {id(m.weight) for m in model.modules() if isinstance(m, _LAYERS)}
+    dims = _filter_dims(model)
     out = []
     for _, p in select_params(model, param_set):
         d = torch.randn(p.shape, generator=gen, dtype=torch.float64)
-        if p.dim() <= 1:
+        axes = dims.get(id(p), (p.dim() - 2,) if p.dim() >= 2 else None)
+        if axes is None:
             d.zero_()
         else:
-            dims = tuple(range(1, p.dim())) if id(p) in layer_weights else (p.dim() - 2,)
             norm = torch.linalg.vector_norm
-            d *= norm(p.detach().double().cpu(), dim=dims, keepdim=True) / norm(d, dim=dims, keepdim=True)
+            d *= norm(p.detach().double().cpu(), dim=axes, keepdim=True) / norm(d, dim=axes, keepdim=True)
         out.append(d.to(dtype=p.dtype, device=p.device))
     return out
+
+
+def _filter_dims(model: nn.Module) -> dict[int, tuple[int, ...] | None]:
+    """Axes to normalise over for parameters whose layout is known (by id); None: a bias, left at 0."""
+    dims: dict[int, tuple[int, ...] | None] = {}
+    for m in model.modules():
+        if isinstance(m, _LAYERS):
+            dims[id(m.weight)] = tuple(range(1, m.weight.dim()))
+        elif isinstance(m, ExpertMLPs):
+            dims.update({id(m.w1): (1,), id(m.w2): (1,), id(m.b1): None, id(m.b2): None})
+    return dims
 
 
 def gaussian_direction(model: nn.Module, param_set: str, gen: torch.Generator) -> list[Tensor]:

@@ -13,6 +13,8 @@ from torch.func import functional_call
 from moesweep.analysis.hessian import (HessianOperator, compute_sharpness, flatten, hutchinson_trace,
                                        lanczos_top, power_lambda_max, select_params, spectral_density,
                                        unflatten)
+from moesweep.config import BackboneCfg, HeadCfg, TrialCfg
+from moesweep.models import build_model
 
 
 class MLPHead(nn.Module):
@@ -222,9 +224,6 @@ def test_unknown_param_set_is_rejected():
 
 
 def test_real_sparse_head_with_noise_weights():
-    from moesweep.config import BackboneCfg, HeadCfg, TrialCfg
-    from moesweep.models import build_model
-
     torch.manual_seed(0)
     cfg = TrialCfg(backbone=BackboneCfg(name="cnn", width=2),
                    head=HeadCfg(kind="sparse", num_experts=3, top_k=2, expert_hidden=3, noisy=True))

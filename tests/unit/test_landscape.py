@@ -9,6 +9,8 @@ from torch import nn
 from moesweep.analysis.landscape import (DEFAULT_ALPHAS, compute_landscape, curvature_at_zero,
                                          filter_normalized_direction, gaussian_direction, loss_curve,
                                          loss_surface_2d)
+from moesweep.config import BackboneCfg, HeadCfg, TrialCfg
+from moesweep.models import build_model
 # The contract-following tiny models and the exact-Hessian reference of the Hessian tests.
 from test_hessian import MLPHead, Net, Top1Head, exact_hessian, make_batches
 
@@ -56,6 +58,14 @@ class ConvNet(nn.Module):
 
     def forward(self, x):
         return self.head(self.backbone(x))
+
+
+def sparse_model() -> nn.Module:
+    """A real model: small CNN backbone + sparse top-2 head (4 experts)."""
+    torch.manual_seed(0)
+    cfg = TrialCfg(backbone=BackboneCfg(name="cnn", width=2),
+                   head=HeadCfg(kind="sparse", num_experts=4, top_k=2, expert_hidden=3))
+    return build_model(cfg, in_channels=3, image_size=8, num_classes=3)
 
 
 def linear_case(seed: int = 0):
@@ -133,6 +143,13 @@ def test_filter_normalisation_per_filter_row_and_neuron():
     for name in ("backbone.0.bias", bn, "backbone.1.bias", "head.out.bias"):
         assert torch.all(d[name] == 0), name
     assert not torch.allclose(d[conv], p[conv])  # a random direction, not the weights themselves
+    # The real MoE heads' stacked experts: w1 [E, D, H] per (e, h) column over D; stacked biases left at 0.
+    real = sparse_model()
+    d = dict(zip([n for n, _ in real.named_parameters()],
+                 filter_normalized_direction(real, "all", torch.Generator().manual_seed(0))))
+    w1 = real.head.experts.w1.detach()
+    assert torch.allclose(d["head.experts.w1"].norm(dim=1), w1.norm(dim=1))
+    assert torch.all(d["head.experts.b1"] == 0) and torch.all(d["head.experts.b2"] == 0)
     g = gaussian_direction(model, "head", torch.Generator().manual_seed(0))
     assert [t.shape for t in g] == [t.shape for t in model.head.parameters()]
 
@@ -168,13 +185,7 @@ def test_surface_2d_matches_1d_curves():
 
 
 def test_real_sparse_head_routing_flips_along_router_direction():
-    from moesweep.config import BackboneCfg, HeadCfg, TrialCfg
-    from moesweep.models import build_model
-
-    torch.manual_seed(0)
-    cfg = TrialCfg(backbone=BackboneCfg(name="cnn", width=2),
-                   head=HeadCfg(kind="sparse", num_experts=4, top_k=2, expert_hidden=3))
-    model = build_model(cfg, in_channels=3, image_size=8, num_classes=3)
+    model = sparse_model()
     batches = [(torch.randn(32, 3, 8, 8), torch.randint(0, 3, (32,)))]
     d = [torch.randn_like(p) if "router" in n else torch.zeros_like(p) for n, p in model.head.named_parameters()]
     recs = loss_curve(model, batches, d, (0.0, 1.0, 10.0), param_set="head")
