@@ -85,6 +85,7 @@ def _run(head, x, dispatch, seed=1):
 @pytest.mark.parametrize("k,E,batch", [(1, 4, 16), (2, 8, 33), (3, 6, 1), (2, 16, 64)])
 def test_batched_equals_naive_values_and_gradients(k, E, batch, pad_limit, monkeypatch):
     monkeypatch.setattr(sparse_moe, "PAD_LIMIT", pad_limit)  # force each of the batched path's two branches
+    monkeypatch.setattr(sparse_moe, "PAD_ROWS", 0)
     head = make("sparse", top_k=k, num_experts=E, expert_hidden=16, balance_loss="shazeer", dropout=0.0).train()
     x = torch.randn(batch, D)
     ref, ref_x, ref_p = _run(head, x, "naive")
@@ -99,6 +100,7 @@ def test_batched_equals_naive_values_and_gradients(k, E, batch, pad_limit, monke
 def test_batched_equals_naive_when_routing_collapses(pad_limit, monkeypatch):
     # every row routed to expert 0 (one full group, the other groups empty)
     monkeypatch.setattr(sparse_moe, "PAD_LIMIT", pad_limit)
+    monkeypatch.setattr(sparse_moe, "PAD_ROWS", 0)
     head = make("sparse", top_k=1, num_experts=4, noisy=False).eval()
     with torch.no_grad():
         head.router.w_gate.weight.zero_()

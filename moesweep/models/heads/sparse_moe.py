@@ -21,10 +21,11 @@ from moesweep.models.heads.routing import NoisyTopKRouter, Routing
 from moesweep.models.heads.soft_moe import MoEHead
 
 DISPATCHES = ("batched", "naive")
-# Batched dispatch pads every expert's group to the largest one while that costs at most PAD_LIMIT times
-# the real rows (one bmm beats E small matmuls); past it, as when routing collapses onto a few experts,
-# it runs the contiguous slices one expert at a time instead. 2 is where the two crossed on a CPU.
-PAD_LIMIT = 2.0
+# Batched dispatch pads every expert's group to the largest one (one bmm beats E small matmuls) while the
+# padded rows are at most PAD_LIMIT times the real ones or PAD_ROWS in all (small problems: per-expert
+# call overhead outweighs the waste). Past both, as when routing collapses onto a few experts, it runs
+# the contiguous slices one expert at a time. Both constants are where the two paths crossed on a CPU.
+PAD_LIMIT, PAD_ROWS = 2.0, 4096
 
 
 def dispatch_batched(experts: ExpertMLPs, x: Tensor, index: Tensor, weight: Tensor) -> Tensor:
@@ -37,7 +38,7 @@ def dispatch_batched(experts: ExpertMLPs, x: Tensor, index: Tensor, weight: Tens
     order = flat.argsort(stable=True)  # assignments grouped by expert, in expert order
     counts = torch.bincount(flat, minlength=experts.num_experts)  # [E]
     sizes = counts.tolist()  # the one host sync of this path
-    if experts.num_experts * max(sizes) <= PAD_LIMIT * flat.numel():
+    if experts.num_experts * max(sizes) <= max(PAD_LIMIT * flat.numel(), PAD_ROWS):
         out = _run_padded(experts, x, order // k, flat[order], counts, max(sizes))
     else:
         rows = x.index_select(0, order // k).split(sizes)  # contiguous [n_e, D] slices
