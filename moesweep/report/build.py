@@ -36,6 +36,8 @@ def export_png(figs: list[Fig], out_dir: Path, say: Callable[[str], None]) -> li
         say("PNG export skipped: kaleido needs Chrome or Chromium; install one (`apt-get install chromium`) "
             "or set BROWSER_PATH to its executable.")
         return []
+    if not figs:
+        return []
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{f.name}.png" for f in figs]
     try:

@@ -49,12 +49,46 @@ def n_text(counts: dict[str, int]) -> str:
 
 def style(fig: go.Figure, title: str, subtitle: str = "", height: int = 420) -> go.Figure:
     text = f"<b>{title}</b>" + (f"<br><span style='font-size:12px;color:#5b6577'>{subtitle}</span>" if subtitle else "")
-    fig.update_layout(template=TEMPLATE, height=height, title={"text": text, "x": 0.01, "xanchor": "left",
-                                                                    "y": 0.97, "yanchor": "top"},
-                      margin={"l": 70, "r": 30, "t": 90, "b": 60}, font={"size": 12},
+    # Title anchored to the top of the container in pixels, so short figures do not clip it.
+    fig.update_layout(template=TEMPLATE, height=height, title={"text": text, "x": 0.01, "xanchor": "left", "y": 1,
+                                                                "yref": "container", "yanchor": "top", "pad": {"t": 20}},
+                      margin={"l": 70, "r": 30, "t": 100, "b": 60}, font={"size": 12},
                       legend={"orientation": "h", "y": -0.18, "x": 0, "yanchor": "top"},
                       hoverlabel={"namelength": -1})
     return fig
+
+
+def epoch_ticks(epochs: pd.Series) -> dict:
+    """Whole-number epoch ticks: every epoch for short runs, plotly's automatic spacing otherwise."""
+    return {"dtick": 1} if len(epochs) and epochs.max() < 12 else {"tickformat": "d"}
+
+
+def log_ticks(values: pd.Series) -> dict:
+    """Ticks at the values themselves (batch sizes) on a log axis, instead of cluttered minor digits."""
+    v = sorted({float(x) for x in values.dropna()})
+    return {"tickvals": v, "ticktext": [f"{x:g}" for x in v]} if 0 < len(v) <= 12 else {}
+
+
+def nice_log_ticks(values: pd.Series | np.ndarray) -> dict:
+    """1-2-5 ticks (finer when the data span less than a decade) for a log axis over ``values``."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size == 0:
+        return {}
+    lo, hi = v.min() / 1.15, v.max() * 1.15
+    for mant in ((1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8)):
+        ticks = [m * 10.0**k for k in range(int(np.floor(np.log10(lo))) - 1, int(np.ceil(np.log10(hi))) + 1)
+                 for m in mant if lo <= m * 10.0**k <= hi]
+        if len(ticks) >= 4:
+            break
+    return {"tickvals": ticks, "ticktext": [_si(t) for t in ticks]}
+
+
+def _si(x: float) -> str:
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:g}{suffix}"
+    return f"{x:g}"
 
 
 def jitter(n: int, width: float = 0.12, seed: int = 0) -> np.ndarray:
@@ -116,7 +150,7 @@ def fig_difference(cmp: pd.DataFrame) -> go.Figure:
                                  showlegend=False, hovertemplate="%{x:+.2f} points<extra></extra>"))
     fig.add_vline(x=0, line={"color": "#999", "dash": "dash"})
     fig.update_xaxes(title_text="difference in test accuracy (percentage points)", zeroline=False)
-    fig.update_yaxes(autorange="reversed")
+    fig.update_yaxes(range=[len(cmp) - 0.4, -0.7])  # reversed (first head on top), room for the p labels
     return style(fig, "Test accuracy: each MoE head's best configuration minus dense's best",
                  "diamond: difference of means · whiskers: percentile-bootstrap 95% CI · p: Welch's t-test",
                  height=170 + 70 * max(len(cmp), 1))
@@ -161,6 +195,18 @@ def fig_hparams(points: pd.DataFrame, effects: pd.DataFrame, dense: pd.Series | 
             eff = effects[(effects["head"] == head) & (effects["param"] == param)]
             values = sorted(pts["value"].unique())
             pos = {v: i for i, v in enumerate(values)}
+            if pts.empty:  # e.g. the soft head has no top-k: say so rather than draw an empty panel
+                # Paper coordinates from the panel's domain: plotly.js resolves "x3 domain" refs of a panel
+                # without traces to the first panel's axes.
+                sp = fig.get_subplot(r, c)
+                fig.add_annotation(text=f"{head_name(head)} has no {HPARAM_NAMES[param]}", showarrow=False,
+                                   x=sum(sp.xaxis.domain) / 2, y=sum(sp.yaxis.domain) / 2, xref="paper",
+                                   yref="paper", xanchor="center", yanchor="middle",
+                                   font={"color": "#5b6577", "size": 13})
+                blank = {"showticklabels": False, "showgrid": False, "showline": False, "ticks": "", "zeroline": False}
+                fig.update_xaxes(row=r, col=c, **blank)
+                fig.update_yaxes(row=r, col=c, **blank)
+                continue
             x = pts["value"].map(pos).to_numpy(float) + jitter(len(pts), 0.1, seed=r * 10 + c)
             fig.add_trace(go.Scatter(x=x, y=100 * pts["test_acc"], mode="markers", showlegend=False,
                                      marker={"size": 6, "color": rgba(color, 0.45)},
@@ -204,6 +250,6 @@ def fig_curves(curves: pd.DataFrame, metrics: dict[str, str], title: str, subtit
                                      legendgroup=head, showlegend=head not in shown,
                                      hovertemplate="epoch %{x}: %{y:.3f}<extra></extra>"), row=1, col=c)
             shown.add(head)
-        fig.update_xaxes(title_text="epoch", row=1, col=c)
+        fig.update_xaxes(title_text="epoch", row=1, col=c, **epoch_ticks(curves["epoch"]))
         fig.update_yaxes(title_text=metrics[metric], row=1, col=c)
     return style(fig, title, subtitle, height=440)

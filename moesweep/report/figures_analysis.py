@@ -7,11 +7,17 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from moesweep.report.figures import SPLIT_COLORS, head_color, jitter, rgba, style
+from moesweep.report.figures import SPLIT_COLORS, head_color, jitter, log_ticks, nice_log_ticks, rgba, style
 from moesweep.report.info import head_order
 from moesweep.report.text import head_name, isnum
 
 SPLIT_OFFSET = {"train": -0.2, "test": 0.2}
+
+
+def split_order(splits) -> list[str]:
+    """train before val before test, unknown splits after."""
+    rank = {"train": 0, "val": 1, "test": 2}
+    return sorted(map(str, splits), key=lambda s: (rank.get(s, 3), s))
 
 
 def fig_sharpness(raw: pd.DataFrame, info: pd.DataFrame, param_set: str, loss: str) -> go.Figure:
@@ -26,7 +32,7 @@ def fig_sharpness(raw: pd.DataFrame, info: pd.DataFrame, param_set: str, loss: s
     for col, (val, err, stat) in enumerate((("lambda_max", "lambda_max_residual", "lambda"),
                                             ("trace", "trace_stderr", "trace")), start=1):
         for i, head in enumerate(heads):
-            for split in sorted(raw.loc[raw["head"] == head, "split"].unique()):
+            for split in split_order(raw.loc[raw["head"] == head, "split"].unique()):
                 color = SPLIT_COLORS.get(split, head_color(head))
                 x0 = i + SPLIT_OFFSET.get(split, 0.0)
                 pts = raw[(raw["head"] == head) & (raw["split"] == split)]
@@ -61,7 +67,7 @@ def fig_sharpness(raw: pd.DataFrame, info: pd.DataFrame, param_set: str, loss: s
 
 def fig_spectrum(lines: pd.DataFrame) -> go.Figure:
     """Hessian spectral density (stochastic Lanczos quadrature), one line per trial, one panel per split."""
-    splits = sorted(lines["split"].unique())
+    splits = split_order(lines["split"].unique())
     fig = make_subplots(rows=1, cols=len(splits), subplot_titles=[f"{s} split" for s in splits],
                         horizontal_spacing=0.08)
     shown: set[str] = set()
@@ -78,52 +84,56 @@ def fig_spectrum(lines: pd.DataFrame) -> go.Figure:
                               row=1, col=c)
                 shown.add(head)
         fig.update_xaxes(title_text="eigenvalue λ", row=1, col=c)
-        fig.update_yaxes(type="log", title_text="density" if c == 1 else None, exponentformat="power", row=1, col=c)
+        fig.update_yaxes(type="log", title_text="density" if c == 1 else None, exponentformat="power", dtick=1,
+                         row=1, col=c)
     return style(fig, "Hessian eigenvalue density per trial (log scale)",
                  "one line per seed of each head's best configuration", height=430)
 
 
-def _band_panels(info: pd.DataFrame, y: str, lo: str, hi: str, heads: list[str], scale: float = 1.0
-                 ) -> tuple[go.Figure, list[tuple[str, str]]]:
-    """One panel per (split, direction kind): mean line and min–max band per head."""
-    keys = [tuple(k) for k in info[["split", "direction_kind"]].drop_duplicates().sort_values(
-        ["split", "direction_kind"]).to_numpy()]
-    fig = make_subplots(rows=1, cols=len(keys), horizontal_spacing=0.07,
-                        subplot_titles=[f"{kind} directions, {split} split" for split, kind in keys])
+def _band_panels(info: pd.DataFrame, y: str, lo: str, hi: str, heads: list[str], scale: float = 1.0) -> go.Figure:
+    """A grid of panels, rows = splits and columns = direction kinds: mean line and min–max band per head."""
+    splits, kinds = split_order(info["split"].unique()), sorted(info["direction_kind"].unique())
+    fig = make_subplots(rows=len(splits), cols=len(kinds), horizontal_spacing=0.08, vertical_spacing=0.14,
+                        subplot_titles=[f"{k} directions, {s} split" for s in splits for k in kinds])
     shown: set[str] = set()
-    for c, (split, kind) in enumerate(keys, start=1):
-        for head in heads:
-            g = info[(info["split"] == split) & (info["direction_kind"] == kind) & (info["head"] == head)]
-            g = g.dropna(subset=[y]).sort_values("alpha")
-            if g.empty:
-                continue
-            color = head_color(head)
-            fig.add_trace(go.Scatter(x=np.r_[g["alpha"], g["alpha"][::-1]], y=scale * np.r_[g[hi], g[lo][::-1]],
-                                     fill="toself", fillcolor=rgba(color, 0.16), line={"width": 0}, hoverinfo="skip",
-                                     legendgroup=head, showlegend=False), row=1, col=c)
-            fig.add_trace(go.Scatter(x=g["alpha"], y=scale * g[y], mode="lines", line={"color": color, "width": 2},
-                                     name=f"{head_name(head)} (curves per point: {int(g['n'].max())})",
-                                     legendgroup=head, showlegend=head not in shown,
-                                     hovertemplate="α=%{x:.2f}: %{y:.4g}<extra></extra>"), row=1, col=c)
-            shown.add(head)
-        fig.update_xaxes(title_text="step α along the direction", row=1, col=c)
-    return fig, keys
+    for r, split in enumerate(splits, start=1):
+        for c, kind in enumerate(kinds, start=1):
+            for head in heads:
+                g = info[(info["split"] == split) & (info["direction_kind"] == kind) & (info["head"] == head)]
+                g = g.dropna(subset=[y]).sort_values("alpha")
+                if g.empty:
+                    continue
+                color = head_color(head)
+                fig.add_trace(go.Scatter(x=np.r_[g["alpha"], g["alpha"][::-1]], y=scale * np.r_[g[hi], g[lo][::-1]],
+                                         fill="toself", fillcolor=rgba(color, 0.16), line={"width": 0},
+                                         hoverinfo="skip", legendgroup=head, showlegend=False), row=r, col=c)
+                fig.add_trace(go.Scatter(x=g["alpha"], y=scale * g[y], mode="lines", line={"color": color, "width": 2},
+                                         name=f"{head_name(head)} (n={int(g['n'].max())} curves)", legendgroup=head,
+                                         showlegend=head not in shown,
+                                         hovertemplate="α=%{x:.2f}: %{y:.4g}<extra></extra>"), row=r, col=c)
+                shown.add(head)
+            if r == len(splits):
+                fig.update_xaxes(title_text="step α along the direction", row=r, col=c)
+    fig.update_layout(height=170 + 290 * len(splits))
+    return fig
 
 
 def fig_landscape(info: pd.DataFrame) -> go.Figure:
-    fig, _ = _band_panels(info, "loss_mean", "loss_lo", "loss_hi", head_order(info["head"].unique()))
+    fig = _band_panels(info, "loss_mean", "loss_lo", "loss_hi", head_order(info["head"].unique()))
     fig.update_yaxes(title_text="loss", col=1)
     return style(fig, "Loss along eigenvector and random directions through each head's best configuration",
-                 "line: mean over seeds × directions · band: min–max · α = 0 is the trained weights", height=440)
+                 "line: mean over seeds × directions · band: min–max · α = 0 is the trained weights",
+                 height=fig.layout.height)
 
 
 def fig_flip_rate(info: pd.DataFrame) -> go.Figure:
     moe = info.dropna(subset=["flip_mean"])
-    fig, _ = _band_panels(moe, "flip_mean", "flip_lo", "flip_hi", head_order(moe["head"].unique()), scale=100.0)
-    fig.update_yaxes(title_text="routing flips (% of samples)", col=1, rangemode="tozero")
+    fig = _band_panels(moe, "flip_mean", "flip_lo", "flip_hi", head_order(moe["head"].unique()), scale=100.0)
+    fig.update_yaxes(title_text="routing flips (% of samples)", col=1)
+    fig.update_yaxes(rangemode="tozero")
     return style(fig, "Routing flip rate along the same directions (%)",
                  "share of samples whose top-1 expert changes from α = 0 · line: mean · band: min–max over "
-                 "seeds × directions", height=420)
+                 "seeds × directions", height=fig.layout.height)
 
 
 def fig_latency(lat: pd.DataFrame) -> go.Figure:
@@ -147,9 +157,10 @@ def fig_latency(lat: pd.DataFrame) -> go.Figure:
         fig.add_trace(go.Scatter(x=g["batch_size"], y=g["images_per_s"], mode="lines+markers", line=line, name=name,
                                  legendgroup=name, showlegend=False,
                                  hovertemplate="batch %{x}: %{y:.3s} images/s<extra></extra>"), row=1, col=2)
-    fig.update_xaxes(type="log", title_text="batch size (images)")
-    fig.update_yaxes(type="log", title_text="latency (ms)", row=1, col=1)
-    fig.update_yaxes(type="log", title_text="throughput (images/s)", row=1, col=2)
+    fig.update_xaxes(type="log", title_text="batch size (images)", **log_ticks(lat["batch_size"]))
+    fig.update_yaxes(type="log", title_text="latency (ms)", row=1, col=1,
+                     **nice_log_ticks(pd.concat([lat["p10_ms"], lat["p90_ms"], lat["median_ms"]])))
+    fig.update_yaxes(type="log", title_text="throughput (images/s)", row=1, col=2, **nice_log_ticks(lat["images_per_s"]))
     return style(fig, "Inference latency and throughput against batch size (log-log)",
                  f"median over trials of each statistic · devices: {', '.join(sorted(map(str, lat['device'].unique())))}",
                  height=470)
@@ -164,12 +175,15 @@ def fig_flops(lat: pd.DataFrame) -> go.Figure:
                                  text=[str(r["series"])], textposition="top center",
                                  marker={"size": 13, "color": head_color(r["head"]),
                                          "symbol": "circle" if r["dispatch"] != "naive" else "circle-open"},
-                                 name=f"{r['series']} (batch {int(r['batch_size'])}, n={int(r['n'])})",
+                                 name=f"{r['series']} (batch {int(r['batch_size'])}, n={int(r['n'])})", showlegend=False,
                                  hovertemplate="%{x:.3s} FLOPs: %{y:.3g} µs/image<extra></extra>"))
-    fig.update_xaxes(type="log", title_text="active FLOPs (as recorded per sample)")
-    fig.update_yaxes(type="log", title_text="time per image (µs)")
+    fig.update_xaxes(type="log", title_text="active FLOPs per sample (as recorded)", **nice_log_ticks(top["active_flops"]))
+    fig.update_yaxes(type="log", title_text="time per image (µs)",
+                     **nice_log_ticks(top["median_ms"] / top["batch_size"] * 1000))
+    sizes = ", ".join(sorted({f"{int(b)}" for b in top["batch_size"]}))
     return style(fig, "Measured time against active FLOPs",
-                 "each series at its largest timed batch size · equal FLOPs but different time = dispatch overhead",
+                 f"each series at its largest timed batch size ({sizes}) · median over trials · "
+                 "equal FLOPs but different time = dispatch overhead",
                  height=430)
 
 
@@ -184,7 +198,7 @@ def fig_speedup(speed: pd.DataFrame) -> go.Figure:
                                  name=f"sparse {dispatch} ({device}, {scope})",
                                  hovertemplate="batch %{x}: %{y:.2f}×<extra></extra>"))
     fig.add_hline(y=1, line={"color": "#999", "dash": "dash"})
-    fig.update_xaxes(type="log", title_text="batch size (images)")
+    fig.update_xaxes(type="log", title_text="batch size (images)", **log_ticks(speed["batch_size"]))
     fig.update_yaxes(title_text="speedup (soft time ÷ sparse time)", rangemode="tozero")
     return style(fig, "SparseMoE speedup over SoftMoE", "above the dashed line the sparse head is faster · "
                  "median over trials", height=400)

@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from moesweep.report.figures import fig_curves, head_color, jitter, rgba, style
+from moesweep.report.figures import epoch_ticks, fig_curves, head_color, jitter, rgba, style
 from moesweep.report.info import head_order
 from moesweep.report.text import head_name
 
@@ -35,7 +35,7 @@ def fig_expert_load(load: pd.DataFrame, best: pd.DataFrame, split: str) -> go.Fi
                                  colorbar={"title": {"text": "load ÷ uniform"}, "len": 0.85},
                                  hovertemplate="epoch %{x}, expert %{y}: %{z:.2f}× uniform<extra></extra>"),
                       row=1, col=c)
-        fig.update_xaxes(title_text="epoch", dtick=1, row=1, col=c)
+        fig.update_xaxes(title_text="epoch", row=1, col=c, **epoch_ticks(load["epoch"]))
         fig.update_yaxes(title_text="expert" if c == 1 else None, dtick=1, autorange="reversed", row=1, col=c)
     return style(fig, f"Per-expert load over epochs ({split} split), relative to uniform",
                  "1 = balanced · 0 = never chosen · mean over seeds of each best configuration", height=430)

@@ -116,8 +116,10 @@ def best_configs(trials: pd.DataFrame) -> pd.DataFrame:
     stats = config_stats(trials)
     if stats.empty:
         return stats
-    ranked = stats.sort_values(["val_mean", "n", "val_std"], ascending=[False, False, True], na_position="last")
-    return sort_heads(ranked.drop_duplicates("head", keep="first"))
+    # Means equal up to float noise (0.79, 0.81 vs 0.78, 0.80, 0.82) are a tie, not a win.
+    ranked = stats.assign(_m=stats["val_mean"].round(9)).sort_values(
+        ["_m", "n", "val_std"], ascending=[False, False, True], na_position="last")
+    return sort_heads(ranked.drop_duplicates("head", keep="first").drop(columns="_m"))
 
 
 def seed_points(trials: pd.DataFrame, config_ids: Any) -> pd.DataFrame:

@@ -74,11 +74,18 @@ def table(df: pd.DataFrame, columns: Mapping[str, str], fmt: Mapping[str, Callab
     head = "".join(f"<th>{esc(h)}</th>" for h in columns.values())
     body = []
     for _, r in df.iterrows():
-        cells = "".join(f"<td>{esc(fmt.get(c, _plain)(r[c]))}</td>" for c in columns)
+        texts = [fmt.get(c, _plain)(r[c]) for c in columns]
+        cells = "".join(f"<td>{esc(t)}</td>" if _numeric(t) else f'<td class="text">{esc(t)}</td>' for t in texts)
         body.append(f"<tr>{cells}</tr>")
     cap = f"<caption>{esc(caption)}</caption>" if caption else ""
     return f'<div class="tablewrap"><table class="data">{cap}<thead><tr>{head}</tr></thead>' \
            f'<tbody>{"".join(body)}</tbody></table></div>'
+
+
+def _numeric(text: str) -> bool:
+    """Right-align cells that read as numbers ('87.4 ± 0.3%', '−0.2', '[+0.1, +0.5]', 'p = 0.3', 'n/a')."""
+    t = text.strip()
+    return t == "n/a" or t[:1] in "0123456789+-\u2212[." or t.startswith("p ")
 
 
 def _plain(v: Any) -> str:

@@ -20,8 +20,12 @@ from moesweep.report.text import (comparison_sentences, findings, fmt_duration, 
 ANALYZE_HINT = "run `moesweep analyze RESULTS_DIR` to produce it"
 
 
-def missing(what: str, table_name: str, why: str = "the analysis was not run or every task failed") -> str:
-    return note(f"No {what}: {table_name}.parquet is missing or empty ({why}); {ANALYZE_HINT}.", "missing")
+def missing(what: str, table_name: str, why: str = "the analysis was not run or every task failed",
+            hint: str = ANALYZE_HINT) -> str:
+    return note(f"No {what}: {table_name}.parquet is missing or empty ({why}); {hint}.", "missing")
+
+
+SWEEP_LOGGED = "the sweep writes it from the MoE trials' per-epoch routing statistics"
 
 
 def overview(R: info.Results) -> Section:
@@ -153,14 +157,14 @@ def utilization(R: info.Results, best: pd.DataFrame) -> Section:
     split = "val" if "val" in set(R["experts"]["split"]) else "train"
     load = ai.expert_load(R["experts"], moe_best, split)
     s.blocks.append(Fig("expert-load", fm.fig_expert_load(load, moe_best, split)) if not load.empty else
-                    missing("per-expert load", "experts", "no utilization was logged for the best configurations"))
+                    missing("per-expert load", "experts", "not logged for the best configurations", SWEEP_LOGGED))
     ent_split = "val" if R["epochs"]["val_route_entropy"].notna().any() else "train"
     ent = info.epoch_curves(R["epochs"], moe_best, (f"{ent_split}_route_entropy",))
     s.blocks.append(Fig("entropy", fm.fig_entropy(ent, ent_split)) if not ent.empty else
                     note("No routing entropy in epochs.parquet.", "missing"))
     share = ai.expert_class_share(R["expert_class"], moe_best)
     s.blocks.append(Fig("expert-class", fm.fig_expert_class(share, moe_best)) if not share.empty else
-                    missing("expert × class routing", "expert_class", "not logged"))
+                    missing("expert × class routing", "expert_class", "not logged", SWEEP_LOGGED))
     dead = ai.dead_experts(R["epochs"], R["trials"])
     s.blocks.append(Fig("dead-experts", fm.fig_dead(dead)) if not dead.empty else
                     note("No dead-expert counts in epochs.parquet.", "missing"))
@@ -177,7 +181,7 @@ def sharpness(R: info.Results) -> Section:
     for i, ((ps, loss), _) in enumerate(sinfo.groupby(["param_set", "loss"], sort=True)):
         s.blocks.append(Fig(f"sharpness-{i}", fa.fig_sharpness(raw, sinfo, ps, loss)))
     rows = sinfo.assign(head_name=sinfo["head"].map(head_name),
-                        lam=sinfo.apply(lambda r: fmt_mean_ci(r["lambda_mean"], r["lambda_lo"], r["lambda_hi"], 1, "", 3), axis=1),
+                        lam=sinfo.apply(lambda r: fmt_mean_ci(r["lambda_mean"], r["lambda_lo"], r["lambda_hi"], 1, "", 2), axis=1),
                         tr=sinfo.apply(lambda r: fmt_mean_ci(r["trace_mean"], r["trace_lo"], r["trace_hi"], 1, "", 1), axis=1))
     s.blocks.append(table(rows, {"head_name": "head", "split": "split", "param_set": "parameters", "loss": "loss",
                                  "n": "seeds", "lam": "λmax (mean ± 95% CI)", "lambda_resid": "median residual",

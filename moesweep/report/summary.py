@@ -13,16 +13,13 @@ from moesweep.report.info import best_configs, load_results, status_counts
 from moesweep.report.text import fmt_mean_ci, fmt_num, head_name
 
 
-def _sharp_cell(sharp: pd.DataFrame, config_id: str, col: str, digits: int) -> str:
-    """Mean ± CI of ``col`` on the test split (else train) for one configuration's analysed seeds."""
-    sub = sharp[sharp["config_id"] == config_id]
+def _sharp_cell(sharp: pd.DataFrame, config_id: str, split: str, stat: str, digits: int) -> str:
+    """Mean ± 95% CI of λmax (``stat`` 'lambda') or the trace over one configuration's analysed seeds."""
+    sub = sharp[(sharp["config_id"] == config_id) & (sharp["split"] == split)]
     if sub.empty:
         return "-"
-    split = "test" if "test" in set(sub["split"]) else sub["split"].iloc[0]
-    info = sharpness_info(sub[sub["split"] == split])
-    stat = "lambda" if col == "lambda_max" else "trace"
-    r = info.iloc[0]
-    return f"{fmt_mean_ci(r[f'{stat}_mean'], r[f'{stat}_lo'], r[f'{stat}_hi'], 1.0, '', digits)} ({split})"
+    r = sharpness_info(sub).iloc[0]
+    return fmt_mean_ci(r[f"{stat}_mean"], r[f"{stat}_lo"], r[f"{stat}_hi"], 1.0, "", digits)
 
 
 def _latency_cell(lat: pd.DataFrame, config_id: str) -> str:
@@ -48,7 +45,10 @@ def summary_table(results_dir: str | Path) -> Table:
               header_style="bold")
     cols = [("head", "left"), ("configuration", "left"), ("seeds", "right"), ("val acc", "right"),
             ("test acc", "right")]
-    extra = [c for c, tbl in (("λmax", "sharpness"), ("trace", "sharpness"), ("latency", "latency")) if len(R[tbl])]
+    sharp = R["sharpness"]
+    split = "test" if "test" in set(sharp["split"]) else (sharp["split"].iloc[0] if len(sharp) else "")
+    extra = [c for c, tbl in ((f"λmax ({split})", "sharpness"), (f"trace ({split})", "sharpness"),
+                              ("latency", "latency")) if len(R[tbl])]
     for c, just in cols + [(c, "right") for c in extra]:
         t.add_column(c, justify=just)  # type: ignore[arg-type]
     for _, b in best.iterrows():
@@ -56,8 +56,8 @@ def summary_table(results_dir: str | Path) -> Table:
                  fmt_mean_ci(b["val_mean"], b["val_lo"], b["val_hi"]),
                  fmt_mean_ci(b["test_mean"], b["test_lo"], b["test_hi"])]
         for c in extra:
-            cells.append(_sharp_cell(R["sharpness"], b["config_id"], "lambda_max", 2) if c == "λmax" else
-                         _sharp_cell(R["sharpness"], b["config_id"], "trace", 1) if c == "trace" else
+            cells.append(_sharp_cell(sharp, b["config_id"], split, "lambda", 2) if c.startswith("λmax") else
+                         _sharp_cell(sharp, b["config_id"], split, "trace", 1) if c.startswith("trace") else
                          _latency_cell(R["latency"], b["config_id"]))
         t.add_row(*cells)
     return t
