@@ -253,7 +253,7 @@ def test_error_line_names_the_space_file_once(case: Case, tmp_path: Path, capsys
 
 @pytest.mark.usefixtures("no_ray")
 def test_quick_space_dry_run_prints_the_plan(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    rc, err, out = launch_dry_run(REPO / "search_spaces" / "quick.yaml", capsys)
+    rc, _, out = launch_dry_run(REPO / "search_spaces" / "quick.yaml", capsys)
     assert rc == 0
     text = " ".join(out.split())
     # dense and soft once each; sparse once per top_k in [1, 2] (top_k only applies to sparse); 2 seeds.
@@ -266,7 +266,7 @@ def test_quick_space_dry_run_prints_the_plan(tmp_path: Path, capsys: pytest.Capt
 @pytest.mark.usefixtures("no_ray")
 def test_valid_tmp_space_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = write_case(tmp_path, Case("valid", space(seeds=3), ()))
-    rc, err, out = launch_dry_run(path, capsys)
+    rc, _, out = launch_dry_run(path, capsys)
     assert rc == 0
     text = " ".join(out.split())
     assert "t: 3 configurations x 3 seeds = 9 trials" in text
