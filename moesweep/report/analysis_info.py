@@ -84,7 +84,8 @@ def sharpness_info(sharpness: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (head, split, ps, loss), g in sharpness.groupby(["head", "split", "param_set", "loss"], dropna=False):
         lam, tr = mean_ci(g["lambda_max"]), mean_ci(g["trace"])
-        rows.append({"head": head, "split": split, "param_set": ps, "loss": loss, "n": int(g["lambda_max"].notna().sum()),
+        rows.append({"head": head, "split": split, "param_set": ps, "loss": loss,
+                     "n": int(g["lambda_max"].notna().sum()),
                      "lambda_mean": lam[0], "lambda_lo": lam[2], "lambda_hi": lam[3],
                      "trace_mean": tr[0], "trace_lo": tr[2], "trace_hi": tr[3],
                      "lambda_resid": g["lambda_max_residual"].median(), "trace_stderr": g["trace_stderr"].median()})
@@ -153,12 +154,12 @@ def latency_info(latency: pd.DataFrame) -> pd.DataFrame:
     return sort_heads(out[LAT_COLS], "dispatch", "device", "scope", "batch_size")
 
 
-SPEED_COLS = ["device", "scope", "threads", "dispatch", "batch_size", "soft_ms", "sparse_ms", "speedup"]
+SPEED_COLS = ["device", "scope", "threads", "dispatch", "batch_size", "n", "soft_ms", "sparse_ms", "speedup"]
 
 
 def sparse_speedup(latency: pd.DataFrame) -> pd.DataFrame:
     """Soft-over-sparse time ratio (``speedup`` > 1: the sparse head is faster) per sparse dispatch, at
-    each batch size timed for both heads on the same device, scope and thread count."""
+    each batch size timed for both heads on the same device, scope and thread count (``n``: sparse trials)."""
     info = latency_info(latency)
     soft = info[info["head"] == "soft"].groupby(["device", "scope", "threads", "batch_size"])["median_ms"].median()
     sparse = info[info["head"] == "sparse"]

@@ -50,8 +50,9 @@ def n_text(counts: dict[str, int]) -> str:
 def style(fig: go.Figure, title: str, subtitle: str = "", height: int = 420) -> go.Figure:
     text = f"<b>{title}</b>" + (f"<br><span style='font-size:12px;color:#5b6577'>{subtitle}</span>" if subtitle else "")
     # Title anchored to the top of the container in pixels, so short figures do not clip it.
-    fig.update_layout(template=TEMPLATE, height=height, title={"text": text, "x": 0.01, "xanchor": "left", "y": 1,
-                                                                "yref": "container", "yanchor": "top", "pad": {"t": 20}},
+    title = {"text": text, "x": 0.01, "xanchor": "left", "y": 1, "yref": "container", "yanchor": "top",
+             "pad": {"t": 20}}
+    fig.update_layout(template=TEMPLATE, height=height, title=title,
                       margin={"l": 70, "r": 30, "t": 100, "b": 60}, font={"size": 12},
                       legend={"orientation": "h", "y": -0.18, "x": 0, "yanchor": "top"},
                       hoverlabel={"namelength": -1})
@@ -215,8 +216,8 @@ def fig_hparams(points: pd.DataFrame, effects: pd.DataFrame, dense: pd.Series | 
                 add_mean_ci(fig, pos[e["value"]] + 0.25, e["mean"], e["lo"], e["hi"], color, head_name(head), r, c,
                             hover=f"{HPARAM_NAMES[param]}={e['value']:g}, n={e['n']}<br>")
             if dense is not None and isnum(dense["test_mean"]):
-                fig.add_hline(y=100 * dense["test_mean"], line={"color": head_color("dense"), "dash": "dash", "width": 1},
-                              row=r, col=c)
+                fig.add_hline(y=100 * dense["test_mean"], row=r, col=c,
+                              line={"color": head_color("dense"), "dash": "dash", "width": 1})
             fig.update_xaxes(tickvals=list(range(len(values))), ticktext=[f"{v:g}" for v in values],
                              range=[-0.5, len(values) - 0.3], row=r, col=c)
             if c == 1:

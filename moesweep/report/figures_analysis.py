@@ -61,8 +61,8 @@ def fig_sharpness(raw: pd.DataFrame, info: pd.DataFrame, param_set: str, loss: s
     fig.update_yaxes(title_text="λmax (loss curvature)", row=1, col=1)
     fig.update_yaxes(title_text="trace (sum of eigenvalues)", row=1, col=2)
     return style(fig, f"Sharpness of each head's best configuration (parameters: {param_set}, loss: {loss})",
-                 "small dots: seeds, bar = estimator error (λ: eigen-residual ‖Hv−λv‖, trace: Hutchinson std. error) · "
-                 "diamond: mean ± 95% CI over seeds", height=460)
+                 "small dots: seeds, bar = estimator error (λ: eigen-residual ‖Hv−λv‖, trace: Hutchinson std. "
+                 "error) · diamond: mean ± 95% CI over seeds", height=460)
 
 
 def fig_spectrum(lines: pd.DataFrame) -> go.Figure:
@@ -160,10 +160,11 @@ def fig_latency(lat: pd.DataFrame) -> go.Figure:
     fig.update_xaxes(type="log", title_text="batch size (images)", **log_ticks(lat["batch_size"]))
     fig.update_yaxes(type="log", title_text="latency (ms)", row=1, col=1,
                      **nice_log_ticks(pd.concat([lat["p10_ms"], lat["p90_ms"], lat["median_ms"]])))
-    fig.update_yaxes(type="log", title_text="throughput (images/s)", row=1, col=2, **nice_log_ticks(lat["images_per_s"]))
+    fig.update_yaxes(type="log", title_text="throughput (images/s)", row=1, col=2,
+                     **nice_log_ticks(lat["images_per_s"]))
+    devices = ", ".join(sorted(map(str, lat["device"].unique())))
     return style(fig, "Inference latency and throughput against batch size (log-log)",
-                 f"median over trials of each statistic · devices: {', '.join(sorted(map(str, lat['device'].unique())))}",
-                 height=470)
+                 f"median over trials of each statistic · devices: {devices}", height=470)
 
 
 def fig_flops(lat: pd.DataFrame) -> go.Figure:
@@ -171,18 +172,22 @@ def fig_flops(lat: pd.DataFrame) -> go.Figure:
     top = lat.sort_values("batch_size").groupby(["series", "device", "scope", "threads"], sort=False).tail(1)
     fig = go.Figure()
     for _, r in top.iterrows():
-        fig.add_trace(go.Scatter(x=[r["active_flops"]], y=[r["median_ms"] / r["batch_size"] * 1000], mode="markers+text",
+        us = r["median_ms"] / r["batch_size"] * 1000  # ms per batch -> µs per image
+        fig.add_trace(go.Scatter(x=[r["active_flops"]], y=[us], mode="markers+text",
                                  text=[str(r["series"])], textposition="top center",
                                  marker={"size": 13, "color": head_color(r["head"]),
                                          "symbol": "circle" if r["dispatch"] != "naive" else "circle-open"},
-                                 name=f"{r['series']} (batch {int(r['batch_size'])}, n={int(r['n'])})", showlegend=False,
+                                 name=f"{r['series']} (batch {int(r['batch_size'])}, n={int(r['n'])})",
+                                 showlegend=False,
                                  hovertemplate="%{x:.3s} FLOPs: %{y:.3g} µs/image<extra></extra>"))
-    fig.update_xaxes(type="log", title_text="active FLOPs per sample (as recorded)", **nice_log_ticks(top["active_flops"]))
+    fig.update_xaxes(type="log", title_text="active FLOPs per sample (as recorded)",
+                     **nice_log_ticks(top["active_flops"]))
     fig.update_yaxes(type="log", title_text="time per image (µs)",
                      **nice_log_ticks(top["median_ms"] / top["batch_size"] * 1000))
     sizes = ", ".join(sorted({f"{int(b)}" for b in top["batch_size"]}))
     return style(fig, "Measured time against active FLOPs",
-                 f"each series at its largest timed batch size ({sizes}) · median over trials · "
+                 f"each series at its largest timed batch size ({sizes}) · median over n={int(top['n'].max())} "
+                 "trials · "
                  "equal FLOPs but different time = dispatch overhead",
                  height=430)
 
@@ -200,5 +205,6 @@ def fig_speedup(speed: pd.DataFrame) -> go.Figure:
     fig.add_hline(y=1, line={"color": "#999", "dash": "dash"})
     fig.update_xaxes(type="log", title_text="batch size (images)", **log_ticks(speed["batch_size"]))
     fig.update_yaxes(title_text="speedup (soft time ÷ sparse time)", rangemode="tozero")
-    return style(fig, "SparseMoE speedup over SoftMoE", "above the dashed line the sparse head is faster · "
-                 "median over trials", height=400)
+    return style(fig, "SparseMoE speedup over SoftMoE (soft time ÷ sparse time)",
+                 f"above the dashed line the sparse head is faster · median over n={int(speed['n'].max())} trials "
+                 "per point", height=400)

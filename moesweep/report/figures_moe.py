@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from moesweep.report.figures import epoch_ticks, fig_curves, head_color, jitter, rgba, style
+from moesweep.report.figures import epoch_ticks, fig_curves, head_color, jitter, n_text, rgba, style
 from moesweep.report.info import head_order
 from moesweep.report.text import head_name
 
@@ -42,9 +42,10 @@ def fig_expert_load(load: pd.DataFrame, best: pd.DataFrame, split: str) -> go.Fi
 
 
 def fig_entropy(curves: pd.DataFrame, split: str) -> go.Figure:
+    n = n_text(curves.groupby("head", sort=False)["n"].max().astype(int).to_dict())
     return fig_curves(curves, {f"{split}_route_entropy": "normalized routing entropy"},
                       f"Routing entropy over epochs ({split} split, normalized: 1 = uniform over experts)",
-                      "line: mean over seeds of each head's best configuration · band: min–max over seeds")
+                      f"line: mean over seeds of each head's best configuration · band: min–max over seeds · {n}")
 
 
 def fig_expert_class(share: pd.DataFrame, best: pd.DataFrame) -> go.Figure:
@@ -55,7 +56,8 @@ def fig_expert_class(share: pd.DataFrame, best: pd.DataFrame) -> go.Figure:
     for c, (head, cid, _) in enumerate(panels, start=1):
         g = share[share["config_id"] == cid].pivot_table(index="expert", columns="label", values="share")
         fig.add_trace(go.Heatmap(z=g.values, x=[str(x) for x in g.columns], y=g.index, zmin=0, zmax=1,
-                                 colorscale="Blues", showscale=c == 1, colorbar={"title": {"text": "share"}, "len": 0.85},
+                                 colorscale="Blues", showscale=c == 1,
+                                 colorbar={"title": {"text": "share"}, "len": 0.85},
                                  hovertemplate="class %{x} → expert %{y}: %{z:.0%}<extra></extra>"), row=1, col=c)
         fig.update_xaxes(title_text="class", type="category", row=1, col=c)
         fig.update_yaxes(title_text="expert (top-1)" if c == 1 else None, dtick=1, autorange="reversed", row=1, col=c)
@@ -80,8 +82,9 @@ def fig_dead(dead: pd.DataFrame) -> go.Figure:
                                  legendgroup=c["head"], customdata=g["seed"],
                                  hovertemplate="seed %{customdata}: %{y:g}<extra></extra>"))
         shown.add(c["head"])
-    fig.update_xaxes(tickvals=list(configs.index), ticktext=[f"{lab}<br>n={(dead['config_id'] == cid).sum()}"
-                                                              for lab, cid in zip(configs["label"], configs["config_id"])])
+    ticks = [f"{lab}<br>n={(dead['config_id'] == cid).sum()}"
+             for lab, cid in zip(configs["label"], configs["config_id"])]
+    fig.update_xaxes(tickvals=list(configs.index), ticktext=ticks)
     fig.update_yaxes(title_text="dead experts (count)", rangemode="tozero")
     return style(fig, "Dead experts at the last epoch, per MoE configuration",
                  "bar: mean over seeds · dots: seeds · an expert is dead when it receives no samples", height=430)

@@ -15,7 +15,7 @@ from moesweep.report import figures_moe as fm
 from moesweep.report import info
 from moesweep.report.page import Fig, Section, bullets, code, kv_table, note, para, table
 from moesweep.report.text import (comparison_sentences, findings, fmt_duration, fmt_interval, fmt_mean_ci, fmt_num,
-                                  fmt_p, head_name, verdict)
+                                  fmt_p, fmt_sig, head_name, verdict)
 
 ANALYZE_HINT = "run `moesweep analyze RESULTS_DIR` to produce it"
 
@@ -43,8 +43,8 @@ def overview(R: info.Results) -> Section:
                     f"{cluster.get('gpus', 'n/a')} GPUs" if cluster else "n/a"),
         ("started / ended", f"{m.get('start_time', 'n/a')} / {m.get('end_time', 'n/a')}"),
         ("git commit", m.get("git_sha", "n/a")),
-        ("versions", ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) if isinstance(versions, dict) and versions
-         else "n/a"),
+        ("versions", ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
+         if isinstance(versions, dict) and versions else "n/a"),
     ]
     if len(trials):
         data = ", ".join(sorted(set(trials["dataset"].dropna().astype(str)) | set()))
@@ -82,8 +82,9 @@ def _config_table(df: pd.DataFrame, caption: str) -> str:
     return table(rows, {"head_name": "head", "label": "configuration", "config_id": "config id", "n": "seeds",
                         "val": "val acc (mean ± 95% CI)", "val_std": "val std", "test": "test acc (mean ± 95% CI)",
                         "test_std": "test std"},
-                 {"val_std": lambda v: fmt_num(100 * v, 2) + " pts" if pd.notna(v) else "n/a",
-                  "test_std": lambda v: fmt_num(100 * v, 2) + " pts" if pd.notna(v) else "n/a"}, caption)
+                 dict.fromkeys(("val_std", "test_std"), lambda v: fmt_num(100 * v, 2) + " pts" if pd.notna(v)
+                               else "n/a"),
+                 caption)
 
 
 def accuracy(R: info.Results, best: pd.DataFrame, cmp: pd.DataFrame) -> Section:
@@ -98,7 +99,8 @@ def accuracy(R: info.Results, best: pd.DataFrame, cmp: pd.DataFrame) -> Section:
     if (best["n"] < 2).any():
         s.blocks.append(note("A best configuration has a single completed seed: its interval is n/a.", "missing"))
     if "dense" not in set(best["head"]):
-        s.blocks.append(note("No completed dense trial: there is no baseline to compare the MoE heads with.", "missing"))
+        s.blocks.append(note("No completed dense trial: there is no baseline to compare the MoE heads with.",
+                             "missing"))
     elif not cmp.empty:
         rows = cmp.assign(head_name=cmp["head"].map(head_name), diff_pts=cmp["diff"] * 100,
                           ci=cmp.apply(lambda r: fmt_interval(r["lo"], r["hi"]), axis=1),
@@ -181,13 +183,14 @@ def sharpness(R: info.Results) -> Section:
     for i, ((ps, loss), _) in enumerate(sinfo.groupby(["param_set", "loss"], sort=True)):
         s.blocks.append(Fig(f"sharpness-{i}", fa.fig_sharpness(raw, sinfo, ps, loss)))
     rows = sinfo.assign(head_name=sinfo["head"].map(head_name),
-                        lam=sinfo.apply(lambda r: fmt_mean_ci(r["lambda_mean"], r["lambda_lo"], r["lambda_hi"], 1, "", 2), axis=1),
-                        tr=sinfo.apply(lambda r: fmt_mean_ci(r["trace_mean"], r["trace_lo"], r["trace_hi"], 1, "", 1), axis=1))
+                        lam=sinfo.apply(lambda r: fmt_mean_ci(r["lambda_mean"], r["lambda_lo"], r["lambda_hi"],
+                                                              1, "", 2), axis=1),
+                        tr=sinfo.apply(lambda r: fmt_mean_ci(r["trace_mean"], r["trace_lo"], r["trace_hi"],
+                                                             1, "", 1), axis=1))
     s.blocks.append(table(rows, {"head_name": "head", "split": "split", "param_set": "parameters", "loss": "loss",
                                  "n": "seeds", "lam": "λmax (mean ± 95% CI)", "lambda_resid": "median residual",
                                  "tr": "trace (mean ± 95% CI)", "trace_stderr": "median trace stderr"},
-                          {"lambda_resid": lambda v: f"{v:.2g}" if pd.notna(v) else "n/a",
-                           "trace_stderr": lambda v: f"{v:.3g}" if pd.notna(v) else "n/a"}))
+                          {"lambda_resid": fmt_sig(2), "trace_stderr": fmt_sig(3)}))
     lines = ai.spectrum_lines(R["spectrum"])
     s.blocks.append(Fig("spectrum", fa.fig_spectrum(lines)) if not lines.empty else
                     missing("spectral densities", "spectrum"))
@@ -208,8 +211,9 @@ def landscape(R: info.Results) -> Section:
         s.blocks.append(table(checks.assign(head_name=checks["head"].map(head_name)),
                               {"head_name": "head", "split": "split", "check": "check", "n": "seeds",
                                "measured": "measured", "predicted": "predicted", "ratio": "measured ÷ predicted"},
-                              {c: (lambda v: f"{v:.4g}" if pd.notna(v) else "n/a") for c in ("measured", "predicted", "ratio")},
-                              "Consistency checks: curvature of the eigenvector curve vs λmax, random curves vs trace."))
+                              dict.fromkeys(("measured", "predicted", "ratio"), fmt_sig(4)),
+                              "Consistency checks: curvature of the eigenvector curve vs λmax, random curves vs "
+                              "trace."))
     return s
 
 
@@ -231,8 +235,7 @@ def latency(R: info.Results) -> Section:
                      table(speed, {"dispatch": "sparse dispatch", "device": "device", "scope": "scope",
                                    "batch_size": "batch", "soft_ms": "soft (ms)", "sparse_ms": "sparse (ms)",
                                    "speedup": "speedup"},
-                           {"soft_ms": lambda v: f"{v:.3g}", "sparse_ms": lambda v: f"{v:.3g}",
-                            "speedup": lambda v: f"{v:.2f}×"})]
+                           {"soft_ms": fmt_sig(3), "sparse_ms": fmt_sig(3), "speedup": lambda v: f"{v:.2f}×"})]
     return s
 
 

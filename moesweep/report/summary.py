@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -42,7 +43,7 @@ def summary_table(results_dir: str | Path) -> Table:
     status = ", ".join(f"{n} {s}" for s, n in zip(counts["status"], counts["n"])) or "no trials"
     name = R.manifest.get("name") or R.dir.resolve().name
     t = Table(title=f"{name}: best configuration per head", caption=f"trials: {status}; ± = 95% CI over seeds",
-              header_style="bold")
+              header_style="bold", box=box.SIMPLE_HEAD)
     cols = [("head", "left"), ("configuration", "left"), ("seeds", "right"), ("val acc", "right"),
             ("test acc", "right")]
     sharp = R["sharpness"]
@@ -50,7 +51,8 @@ def summary_table(results_dir: str | Path) -> Table:
     extra = [c for c, tbl in ((f"λmax ({split})", "sharpness"), (f"trace ({split})", "sharpness"),
                               ("latency", "latency")) if len(R[tbl])]
     for c, just in cols + [(c, "right") for c in extra]:
-        t.add_column(c, justify=just)  # type: ignore[arg-type]
+        # Wrapping (default) over truncation: a narrow terminal must not hide a number or the configuration.
+        t.add_column(c, justify=just, min_width={"seeds": 5, "head": 9}.get(c))  # type: ignore[arg-type]
     for _, b in best.iterrows():
         cells = [head_name(b["head"]), str(b["label"]), str(b["n"]),
                  fmt_mean_ci(b["val_mean"], b["val_lo"], b["val_hi"]),

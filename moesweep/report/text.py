@@ -7,7 +7,7 @@ Accuracies are fractions in the tables and percentages (differences: percentage 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -51,6 +51,11 @@ def fmt_interval(lo: Any, hi: Any, scale: float = 100.0, digits: int = 1, signed
     if not (isnum(lo) and isnum(hi)):
         return "n/a"
     return f"[{fmt_num(scale * lo, digits, signed)}, {fmt_num(scale * hi, digits, signed)}]"
+
+
+def fmt_sig(digits: int) -> Callable[[Any], str]:
+    """A formatter to ``digits`` significant figures ('n/a' for missing), for table columns."""
+    return lambda x: f"{float(x):.{digits}g}".replace("-", MINUS) if isnum(x) else "n/a"
 
 
 def fmt_p(p: Any) -> str:
@@ -97,7 +102,8 @@ def comparison_sentence(cmp: pd.Series, own: pd.Series | None = None, base: pd.S
          f"({seeds}): difference {fmt_num(100 * cmp['diff'], 1, signed=True)} points")
     if not isnum(cmp["lo"]):
         return f"{s}, 95% CI n/a; {verdict(None)}."
-    return f"{s}, 95% CI {fmt_interval(cmp['lo'], cmp['hi'])}, {fmt_p(cmp['p'])} (Welch), {verdict(cmp['significant'])}."
+    ci = fmt_interval(cmp["lo"], cmp["hi"])
+    return f"{s}, 95% CI {ci}, {fmt_p(cmp['p'])} (Welch), {verdict(cmp['significant'])}."
 
 
 def comparison_sentences(comparisons: pd.DataFrame, best: pd.DataFrame) -> list[str]:

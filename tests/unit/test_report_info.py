@@ -112,7 +112,8 @@ def test_epoch_curves_end_at_best_val(full):
     last = curves[(curves["metric"] == "val_acc") & (curves["epoch"] == 3)].set_index("config_id")
     for cid in BEST:  # the fixture's curve reaches best_val_acc at the last epoch
         assert last.loc[cid, "mean"] == pytest.approx(VAL_BASE[cid])
-        assert (last.loc[cid, "lo"], last.loc[cid, "hi"]) == pytest.approx((VAL_BASE[cid] - 0.004, VAL_BASE[cid] + 0.004))
+        band = (last.loc[cid, "lo"], last.loc[cid, "hi"])
+        assert band == pytest.approx((VAL_BASE[cid] - 0.004, VAL_BASE[cid] + 0.004))
         assert last.loc[cid, "n"] == 3
 
 
