@@ -19,12 +19,15 @@ class CliError(Exception):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from moesweep.checkpoint import CheckpointError
+    """Expected failures; looked up after the fact so a failing command never imports torch just for this.
+    (A missing dataset raises a FileNotFoundError subclass.)"""
     from moesweep.config import ConfigError
-    from moesweep import data
 
-    data_error = getattr(data, "DataError", FileNotFoundError)
-    return (CliError, ConfigError, CheckpointError, data_error, FileNotFoundError)
+    errors: list[type[BaseException]] = [CliError, ConfigError, FileNotFoundError]
+    ckpt = sys.modules.get("moesweep.checkpoint")
+    if ckpt is not None:
+        errors.append(ckpt.CheckpointError)
+    return tuple(errors)
 
 
 # ---------------------------------------------------------------------------------------------- train

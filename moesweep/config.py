@@ -180,9 +180,10 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return out
 
 
-def _suggest(key: str, valid: list[str]) -> str:
+def suggest(key: str, valid: list[str], prefix: str = "") -> str:
+    """' (did you mean <prefix><closest>?)' or the list of valid keys."""
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    return f" (did you mean {close[0]}?)" if close else f" (valid keys: {', '.join(valid)})"
+    return f" (did you mean {prefix}{close[0]}?)" if close else f" (valid keys: {', '.join(valid)})"
 
 
 def _coerce(path: str, value: Any, tp: Any) -> Any:
@@ -250,7 +251,7 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
     for key, value in data.items():
         kp = f"{path}.{key}" if path else str(key)
         if key not in valid:
-            raise ConfigError(f"{kp}: unknown key{_suggest(str(key), valid)}")
+            raise ConfigError(f"{kp}: unknown key{suggest(str(key), valid, f'{path}.' if path else '')}")
         kwargs[key] = _coerce(kp, value, hints[key])
     try:
         return cls(**kwargs)
@@ -299,7 +300,11 @@ def load_yaml(path: str | Path) -> Any:
     if not p.is_file():
         raise ConfigError(f"{p}: no such file")
     try:
-        return yaml.safe_load(p.read_text())
+        text = p.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as e:
+        raise ConfigError(f"{p}: not readable as UTF-8 text ({type(e).__name__})") from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -103,8 +103,11 @@ def run_job(job: Job, model: torch.nn.Module, batches: list[tuple[torch.Tensor, 
     elif job.analysis == "landscape":
         n = acfg.points
         alphas = [acfg.radius * (2 * i / (n - 1) - 1) for i in range(n)] if n > 1 else [0.0]
+        # the curvature fit at alpha=0 uses the 3+ grid points nearest 0 (at least |alpha| <= 0.1)
+        fit_radius = max(0.1, 1.01 * 2 * acfg.radius / (n - 1))
         recs, check = compute_landscape(model, batches, "all", alphas=alphas, n_random=acfg.directions,
-                                        sigma=acfg.gaussian_sigma, n_probes=acfg.probes, seed=0)
+                                        sigma=acfg.gaussian_sigma, n_probes=acfg.probes, fit_radius=fit_radius,
+                                        seed=0)
         out["landscape"] = [_only("landscape", {**r, **key, "split": job.split}) for r in recs]
         out["landscape_checks"] = [
             {**key, "split": job.split, "check": "eigvec_curvature_vs_lambda_max",

@@ -122,10 +122,11 @@ def build_tuner(spec: SweepSpec, points: list[dict[str, Any]], data_arrays: dict
     from ray import tune
 
     from moesweep.sweep.callbacks import ProgressCallback, TablesCallback
+    from moesweep.sweep.space import view
     from moesweep.sweep.trainable import run_configuration
 
     def resources(config: dict[str, Any]):
-        r = spec.resources.for_point(dict(config.get("point", config)))
+        r = spec.resources.for_point(view(spec, dict(config.get("point", config))))
         return tune.PlacementGroupFactory([{"CPU": r["cpu"], "GPU": r["gpu"]}])
 
     trainable = tune.with_resources(tune.with_parameters(run_configuration, data=data_arrays, spec=spec), resources)
@@ -197,7 +198,10 @@ def launch(space: str, name: str | None = None, storage: str | None = None, addr
     spec = load_spec(space)
     if name:
         spec = dataclasses.replace(spec, name=name)
-    points = validate(spec)
+    try:
+        points = validate(spec)
+    except ConfigError as e:
+        raise ConfigError(f"{space}: {e}") from None
     the_plan = plan(spec, points)
     console.print(f"[bold]{spec.name}[/]: {the_plan['configurations']} configurations x {len(spec.seeds)} seeds "
                   f"= {the_plan['trials']} trials; per head {the_plan['per_head'] or 'sampled by optuna'}; "
@@ -243,6 +247,10 @@ def launch(space: str, name: str | None = None, storage: str | None = None, addr
             from moesweep.sweep.tasks import run_analysis
 
             run_analysis(loc.tables_dir, address="__connected__", console=console)
+        if not interrupted:
+            from moesweep.report import build_report
+
+            console.print(f"report: {build_report(loc.tables_dir)}")
         sync_tables(loc)
     finally:
         ray.shutdown()

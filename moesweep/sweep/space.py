@@ -33,7 +33,7 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _view(spec: SweepSpec, point: dict[str, Any]) -> dict[str, Any]:
+def view(spec: SweepSpec, point: dict[str, Any]) -> dict[str, Any]:
     """Values visible to ``when`` conditions: the base config's (with defaults) overlaid by the point."""
     return {**flatten(to_dict(spec.base_cfg)), **point}
 
@@ -92,7 +92,7 @@ def expand_points(spec: SweepSpec, seed: int = 0) -> list[dict[str, Any]]:
         for key, dist in spec.search.items():
             nxt = []
             for p in partial:
-                if not dist.applies(_view(spec, p)):
+                if not dist.applies(view(spec, p)):
                     nxt.append(p)
                 elif dist.kind == "grid":
                     nxt.extend({**p, key: v} for v in dist.values)
@@ -117,7 +117,7 @@ def optuna_space(spec: SweepSpec):
     def define(trial) -> None:
         point: dict[str, Any] = {}
         for key, dist in spec.search.items():
-            if not dist.applies(_view(spec, point)):
+            if not dist.applies(view(spec, point)):
                 continue
             if dist.kind in ("grid", "choice"):
                 point[key] = trial.suggest_categorical(key, list(dist.values))
@@ -146,7 +146,7 @@ def corner_points(spec: SweepSpec) -> list[dict[str, Any]]:
             opts = [dist.low, dist.high]
         nxt = []
         for p in partial:
-            nxt.extend([{**p, key: v} for v in opts] if dist.applies(_view(spec, p)) else [p])
+            nxt.extend([{**p, key: v} for v in opts] if dist.applies(view(spec, p)) else [p])
         partial = nxt
         if len(partial) > MAX_CORNERS:
             raise ConfigError(f"search: more than {MAX_CORNERS} corner combinations; split the space")
@@ -215,7 +215,7 @@ def plan(spec: SweepSpec, points: list[dict[str, Any]]) -> dict[str, Any]:
     for p in points if spec.search_alg != "optuna" else []:
         kind = trial_cfg(spec, p, spec.seeds[0]).head.kind
         per_head[kind] = per_head.get(kind, 0) + 1
-        r = spec.resources.for_point(p)
+        r = spec.resources.for_point(view(spec, p))
         tag = f"cpu={r['cpu']:g} gpu={r['gpu']:g}"
         res[tag] = res.get(tag, 0) + 1
     n_cfg = len(points) if spec.search_alg != "optuna" else spec.num_samples

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moesweep.config import ConfigError, TrialCfg, _suggest, from_dict, load_yaml
+from moesweep.config import ConfigError, TrialCfg, suggest, from_dict, load_yaml
 
 DIST_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 SEARCH_ALGS = ("grid", "random", "optuna")
@@ -112,7 +112,7 @@ class AnalysisCfg:
     directions: int = 3  # filter-normalised random directions
     points: int = 21  # alphas in [-radius, radius]
     radius: float = 0.5
-    gaussian_sigma: float = 0.01
+    gaussian_sigma: float = 1e-3
     latency_batch_sizes: tuple[int, ...] = (1, 8, 32, 128, 512, 1024)
     latency_repeats: int = 20
 
@@ -126,6 +126,7 @@ class AnalysisCfg:
         for k in ("top", "samples", "batch_size", "top_eigs", "lanczos_iters", "probes", "slq_vectors",
                   "directions", "points", "latency_repeats"):
             _check(getattr(self, k) >= 1, f"analysis.{k}", "must be >= 1")
+        _check(self.points >= 3 and self.points % 2 == 1, "analysis.points", "must be odd and >= 3 (alpha = 0 is a grid point)")
         _check(self.lanczos_iters >= self.top_eigs, "analysis.lanczos_iters", "must be >= top_eigs")
         _check(self.radius > 0 and self.gaussian_sigma > 0, "analysis.radius", "radius and gaussian_sigma must be positive")
         _check(all(b >= 1 for b in self.latency_batch_sizes), "analysis.latency_batch_sizes", "must be positive")
@@ -172,13 +173,32 @@ def _trial_key_paths(cls: type = TrialCfg, prefix: str = "") -> list[str]:
 TRIAL_KEYS = _trial_key_paths()
 
 
+def _int_keys(cls: type = TrialCfg, prefix: str = "") -> dict[str, bool]:
+    """Dotted key -> True where the field holds an int only (a float value would be rejected)."""
+    import typing
+
+    out: dict[str, bool] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.update(_int_keys(tp, f"{prefix}{f.name}."))
+        else:
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            out[f"{prefix}{f.name}"] = tp is int or (bool(args) and all(a is int for a in args))
+    return out
+
+
+INT_KEYS = _int_keys()
+
+
 def _when(path: str, raw: Any, known: list[str]) -> tuple[tuple[str, tuple], ...]:
     if raw is None:
         return ()
     _check(isinstance(raw, dict) and raw, path, "expected a mapping of key: [allowed values]")
     out = []
     for k, v in raw.items():
-        _check(k in known, f"{path}.{k}", f"condition names an unknown key{_suggest(str(k), known)}")
+        _check(k in known, f"{path}.{k}", f"condition names an unknown key{suggest(str(k), known)}")
         vals = tuple(v) if isinstance(v, list) else (v,)
         _check(len(vals) > 0, f"{path}.{k}", "needs at least one allowed value")
         out.append((k, vals))
@@ -190,7 +210,7 @@ def _dist(path: str, raw: Any, known: list[str]) -> Dist:
     kinds = [k for k in raw if k in DIST_KINDS]
     for k in raw:
         if k not in DIST_KINDS and k != "when":
-            raise ConfigError(f"{path}.{k}: unknown key{_suggest(str(k), list(DIST_KINDS) + ['when'])}")
+            raise ConfigError(f"{path}.{k}: unknown key{suggest(str(k), list(DIST_KINDS) + ['when'])}")
     _check(len(kinds) == 1, path, f"needs exactly one distribution ({', '.join(DIST_KINDS)})")
     kind, val = kinds[0], raw[kinds[0]]
     when = _when(f"{path}.when", raw.get("when"), known)
@@ -210,65 +230,87 @@ def _dist(path: str, raw: Any, known: list[str]) -> Dist:
     return Dist(kind, (), low, high, when)
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _amount(path: str, v: Any, kind: str) -> float:
+    """A CPU or GPU amount: a number; cpu > 0; gpu >= 0 and a fraction only below 1."""
+    _check(isinstance(v, (int, float)) and not isinstance(v, bool), path, f"expected a number, got {v!r}")
+    v = float(v)
+    if kind == "cpu":
+        _check(v > 0, path, "must be > 0")
+    else:
+        _check(v >= 0, path, "must be >= 0")
+        _check(v <= 1 or v.is_integer(), path, "fractions above 1 are not allowed (use whole GPUs)")
+    return v
+
+
 def _resources(path: str, raw: Any, known: list[str]) -> Resources:
     if raw is None:
         return Resources()
     _check(isinstance(raw, dict), path, "expected a mapping {cpu, gpu, overrides}")
     for k in raw:
-        _check(k in ("cpu", "gpu", "overrides"), f"{path}.{k}", f"unknown key{_suggest(str(k), ['cpu', 'gpu', 'overrides'])}")
-    cpu, gpu = float(raw.get("cpu", 1)), float(raw.get("gpu", 0))
-    _check(cpu > 0, f"{path}.cpu", "must be > 0")
-    _check(gpu >= 0, f"{path}.gpu", "must be >= 0")
-    _check(gpu <= 1 or gpu.is_integer(), f"{path}.gpu", "fractions above 1 are not allowed (use whole GPUs)")
+        _check(k in ("cpu", "gpu", "overrides"), f"{path}.{k}", f"unknown key{suggest(str(k), ['cpu', 'gpu', 'overrides'])}")
+    cpu = _amount(f"{path}.cpu", raw.get("cpu", 1), "cpu")
+    gpu = _amount(f"{path}.gpu", raw.get("gpu", 0), "gpu")
     rules = []
-    for i, r in enumerate(raw.get("overrides") or []):
+    overrides = raw.get("overrides") or []
+    _check(isinstance(overrides, list), f"{path}.overrides", "expected a list of {when, cpu, gpu}")
+    for i, r in enumerate(overrides):
         p = f"{path}.overrides[{i}]"
         _check(isinstance(r, dict) and "when" in r, p, "expected {when: {...}, cpu/gpu: ...}")
         for k in r:
-            _check(k in ("when", "cpu", "gpu"), f"{p}.{k}", f"unknown key{_suggest(str(k), ['when', 'cpu', 'gpu'])}")
-        rules.append(ResourceRule(_when(f"{p}.when", r["when"], known), r.get("cpu"), r.get("gpu")))
+            _check(k in ("when", "cpu", "gpu"), f"{p}.{k}", f"unknown key{suggest(str(k), ['when', 'cpu', 'gpu'])}")
+        rcpu = _amount(f"{p}.cpu", r["cpu"], "cpu") if r.get("cpu") is not None else None
+        rgpu = _amount(f"{p}.gpu", r["gpu"], "gpu") if r.get("gpu") is not None else None
+        rules.append(ResourceRule(_when(f"{p}.when", r["when"], known), rcpu, rgpu))
     return Resources(cpu, gpu, tuple(rules))
 
 
-def parse_spec(raw: Any, source: str = "space") -> SweepSpec:
+def parse_spec(raw: Any) -> SweepSpec:
     """Validate a whole space dict; every error is ``ConfigError("<key path>: <problem>")``."""
-    _check(isinstance(raw, dict), source, "expected a mapping at the top level")
+    if not isinstance(raw, dict):
+        raise ConfigError("expected a mapping at the top level")
     for k in raw:
-        _check(k in TOP_KEYS, str(k), f"unknown key{_suggest(str(k), TOP_KEYS)}")
+        _check(k in TOP_KEYS, str(k), f"unknown key{suggest(str(k), TOP_KEYS)}")
     _check("name" in raw and isinstance(raw["name"], str) and raw["name"].strip(), "name", "a non-empty string is required")
     name = raw["name"]
-    _check(all(c.isalnum() or c in "-_." for c in name), "name", "use letters, digits, '-', '_' or '.' only")
-    base = raw.get("base") or {}
+    _check(name[0].isalnum() and all(c.isalnum() or c in "-_." for c in name), "name",
+           "start with a letter or digit; use letters, digits, '-', '_' or '.' only")
+    base = {} if raw.get("base") is None else raw["base"]
     _check(isinstance(base, dict), "base", "expected a mapping (a full trial config)")
     from_dict(TrialCfg, base, "base")  # unknown keys / bad values in the base config
-    search_raw = raw.get("search") or {}
+    search_raw = {} if raw.get("search") is None else raw["search"]
     _check(isinstance(search_raw, dict), "search", "expected a mapping of dotted keys to distributions")
     search: dict[str, Dist] = {}
     for key, d in search_raw.items():
         p = f"search.{key}"
-        _check(key in TRIAL_KEYS, p, f"unknown key{_suggest(str(key), TRIAL_KEYS)}")
+        _check(key in TRIAL_KEYS, p, f"unknown key{suggest(str(key), TRIAL_KEYS)}")
         _check(not key.startswith("data.") or key in SEARCHABLE_DATA_KEYS, p,
                f"the dataset is loaded once per node; only {', '.join(SEARCHABLE_DATA_KEYS)} may vary")
         _check(key != "seed", p, "seeds are set with the top-level `seeds:` key")
         search[key] = _dist(p, d, TRIAL_KEYS)
+        if search[key].kind in ("uniform", "loguniform") and INT_KEYS.get(key):
+            raise ConfigError(f"{p}.{search[key].kind}: {key} is an integer; use randint or grid")
     seeds_raw = raw.get("seeds", [0])
     if isinstance(seeds_raw, int) and not isinstance(seeds_raw, bool):
         _check(seeds_raw >= 1, "seeds", "must be >= 1 (or a list of seeds)")
         seeds = tuple(range(seeds_raw))
     else:
-        _check(isinstance(seeds_raw, list) and seeds_raw and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds_raw),
-               "seeds", "expected a positive int or a non-empty list of ints")
+        _check(isinstance(seeds_raw, list) and seeds_raw and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds_raw),
+               "seeds", "expected a positive int or a non-empty list of non-negative ints")
         _check(len(set(seeds_raw)) == len(seeds_raw), "seeds", "seeds must be distinct")
         seeds = tuple(seeds_raw)
     alg = raw.get("search_alg", "grid")
     _check(alg in SEARCH_ALGS, "search_alg", f"unknown value {alg!r} (expected one of {', '.join(SEARCH_ALGS)})")
     num_samples = raw.get("num_samples", 1)
-    _check(isinstance(num_samples, int) and num_samples >= 1, "num_samples", "must be an int >= 1")
+    _check(_is_int(num_samples) and num_samples >= 1, "num_samples", "must be an int >= 1")
     metric, mode = raw.get("metric", "val_acc"), raw.get("mode", "max")
     _check(metric in METRICS, "metric", f"unknown metric {metric!r} (expected one of {', '.join(METRICS)})")
     _check(mode in ("max", "min"), "mode", f"unknown value {mode!r} (expected max or min)")
     mc = raw.get("max_concurrent")
-    _check(mc is None or (isinstance(mc, int) and mc >= 1), "max_concurrent", "must be an int >= 1")
+    _check(mc is None or (_is_int(mc) and mc >= 1), "max_concurrent", "must be an int >= 1")
     sched = from_dict(SchedulerCfg, {"kind": raw["scheduler"]} if isinstance(raw.get("scheduler"), str) else raw.get("scheduler"), "scheduler")
     analysis = from_dict(AnalysisCfg, raw.get("analysis"), "analysis")
     fault = raw.get("fault_injection") or {}
@@ -286,6 +328,6 @@ def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a space file; errors are prefixed with the file name."""
     raw = load_yaml(path)
     try:
-        return parse_spec(raw, str(path))
+        return parse_spec(raw)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None

@@ -46,8 +46,6 @@ def test_unknown_key_names_its_full_path(d: dict, typo: str, _: str) -> None:
     assert "did you mean" in msg
 
 
-@pytest.mark.xfail(strict=True, reason="bug: config._suggest suggests the bare field (top_k), not the full "
-                                       "key path (head.top_k) the issue and STYLE.md ask for")
 @pytest.mark.parametrize("d, typo, suggestion", TYPOS, ids=[t[1] for t in TYPOS])
 def test_unknown_key_suggests_the_full_path(d: dict, typo: str, suggestion: str) -> None:
     assert error_of(d) == f"{typo}: unknown key (did you mean {suggestion}?)"
@@ -238,8 +236,6 @@ def test_load_yaml_syntax_error_is_one_line_naming_file_and_line(tmp_path: Path,
     assert "\n" not in msg
 
 
-@pytest.mark.xfail(strict=True, reason="bug: load_yaml lets UnicodeDecodeError (not a ConfigError) escape "
-                                       "for a file that is not UTF-8 text")
 def test_load_yaml_binary_file_is_a_config_error(tmp_path: Path) -> None:
     p = tmp_path / "binary.yaml"
     p.write_bytes(b"\xff\xfe\x00\x81 not text")

@@ -193,8 +193,6 @@ def test_resources_overrides() -> None:
     assert Resources().for_point({"anything": 1}) == {"cpu": 1.0, "gpu": 0.0}
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Resources.for_point sees only the searched keys, so an override "
-                                       "conditioned on a base-config key (allowed by the parser) never fires")
 def test_resource_override_on_a_base_key_applies() -> None:
     s = spec_of({"head.num_experts": {"grid": [4, 16]}},
                 resources={"cpu": 1, "gpu": 0.25, "overrides": [{"when": {"head.kind": ["sparse"]}, "gpu": 0.5}]})
