@@ -31,7 +31,7 @@ def auto_expert_hidden(budget: int, in_dim: int, num_classes: int, num_experts: 
     per_unit = num_experts * (in_dim + 1 + num_classes)  # params added by one more hidden unit
     fixed = router_params + num_experts * num_classes  # router + output biases
     guess = max(1, (budget - fixed) // per_unit)
-    best = min((h for h in (guess, guess + 1) if h >= 1), key=lambda h: abs(fixed + h * per_unit - budget))
+    best = min((guess, guess + 1), key=lambda h: abs(fixed + h * per_unit - budget))
     miss = abs(fixed + best * per_unit - budget) / budget
     if miss > tol:
         warnings.warn(f"expert_hidden auto: best H_e={best} misses the dense budget ({budget} params) "

@@ -38,8 +38,9 @@ def dispatch_batched(experts: ExpertMLPs, x: Tensor, index: Tensor, weight: Tens
     order = flat.argsort(stable=True)  # assignments grouped by expert, in expert order
     counts = torch.bincount(flat, minlength=experts.num_experts)  # [E]
     sizes = counts.tolist()  # the one host sync of this path
-    if experts.num_experts * max(sizes) <= max(PAD_LIMIT * flat.numel(), PAD_ROWS):
-        out = _run_padded(experts, x, order // k, flat[order], counts, max(sizes))
+    group = max(sizes)
+    if experts.num_experts * group <= max(PAD_LIMIT * flat.numel(), PAD_ROWS):
+        out = _run_padded(experts, x, order // k, flat[order], counts, group)
     else:
         rows = x.index_select(0, order // k).split(sizes)  # contiguous [n_e, D] slices
         out = torch.cat([experts.forward_one(p, r) for p, r, n in zip(experts.per_expert(), rows, sizes) if n])
