@@ -43,7 +43,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from moesweep.train import resolve_device, train_trial
 
     cfg = load_trial_cfg(args.config, args.set)
-    console = Console(stderr=False, highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     device = resolve_device(cfg.train.device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)

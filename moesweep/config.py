@@ -117,7 +117,7 @@ class HeadCfg:
 
 @dataclass(frozen=True)
 class TrainCfg:
-    epochs: int = 15
+    epochs: int = 10
     batch_size: int = 64
     eval_batch_size: int = 1024
     optimizer: str = "sgd"

@@ -84,7 +84,7 @@ class ProgressCallback(tune.Callback):
         if getattr(self, "_console", None) is None:
             from rich.console import Console
 
-            self._console = Console(highlight=False)
+            self._console = Console(highlight=False, soft_wrap=True)
         return self._console
 
     def on_trial_start(self, iteration, trials, trial, **info):

@@ -194,7 +194,7 @@ def launch(space: str, name: str | None = None, storage: str | None = None, addr
     from moesweep.sweep.space import plan, validate
     from moesweep.sweep.spec import load_spec
 
-    console = console or Console(highlight=False)
+    console = console or Console(highlight=False, soft_wrap=True)
     spec = load_spec(space)
     if name:
         spec = dataclasses.replace(spec, name=name)

@@ -16,7 +16,7 @@ def print_status(results_dir: Path) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     manifest = read_json(results_dir / "manifest.json") or {}
     plan = manifest.get("plan", {})
     counts = status_counts(results_dir)

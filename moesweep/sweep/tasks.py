@@ -67,7 +67,7 @@ def plan_jobs(results_dir: Path, what: list[str] | None, samples: int | None, to
     manifest = read_json(results_dir / "manifest.json")
     if not manifest or "space" not in manifest:
         raise ConfigError(f"{results_dir}/manifest.json: missing or has no resolved space")
-    spec = parse_spec(manifest["space"], "manifest.space")
+    spec = parse_spec(manifest["space"])
     acfg = spec.analysis
     changes: dict[str, Any] = {}
     if what is not None:
@@ -103,7 +103,7 @@ def run_analysis(results_dir: str | Path, what: list[str] | None = None, samples
     from moesweep.sweep.launch import start_ray
     from moesweep.sweep.space import data_shape
 
-    console = console or Console(highlight=False)
+    console = console or Console(highlight=False, soft_wrap=True)
     results_dir = Path(results_dir)
     spec, acfg, jobs, manifest = plan_jobs(results_dir, what, samples, top)
     done = _ledger_done(results_dir)

@@ -82,10 +82,13 @@ def _maybe_inject_fault(spec: SweepSpec, cid: str, epoch: int) -> None:
 def run_configuration(config: dict[str, Any], data: dict[str, Any], spec: SweepSpec) -> None:
     """Tune function trainable. ``config["point"]`` (grid/random) or ``config`` itself (optuna) holds the
     dotted overrides of this configuration."""
+    import time
+
     import ray
 
     from moesweep.train import NonFiniteLossError, TrialRunner
 
+    started_at = time.time()  # for the start-overhead benchmark: gap between trials on one actor
     point = dict(config.get("point", config))
     threads = _threads()
     torch.set_num_threads(threads)
@@ -102,7 +105,8 @@ def run_configuration(config: dict[str, Any], data: dict[str, Any], spec: SweepS
     else:
         runners = {s: TrialRunner(trial_cfg(spec, point, s), d) for s in spec.seeds}
     any_runner = next(iter(runners.values()))
-    base = {"config_id": cid, "node_id": node_id, "threads": threads, "device": str(device)}
+    base = {"config_id": cid, "node_id": node_id, "threads": threads, "device": str(device),
+            "started_at": started_at, "setup_s": time.time() - started_at}
 
     while not any_runner.done:
         epoch = any_runner.epoch
@@ -133,4 +137,5 @@ def run_configuration(config: dict[str, Any], data: dict[str, Any], spec: SweepS
                 sub = Path(tmp) / f"seed_{s}"
                 r.save(sub)
                 (sub / HISTORY_FILE).write_text(json.dumps(r.history, default=float))
+            metrics["reported_at"] = time.time()
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
