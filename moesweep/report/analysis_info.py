@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from moesweep.report.info import sort_heads, completed, config_stats, final_epoch
+from moesweep.report.info import completed, config_stats, final_epoch, sort_heads
+from moesweep.report.text import head_name
 from moesweep.stats import mean_ci
 
 
@@ -140,7 +141,8 @@ LAT_COLS = ["head", "dispatch", "series", "device", "scope", "threads", "batch_s
 
 def latency_info(latency: pd.DataFrame) -> pd.DataFrame:
     """Latency per head, dispatch, device, scope and batch size: the median over trials of each recorded
-    statistic. ``series`` names a line: the head, plus the dispatch when a head was timed with several."""
+    statistic. ``series`` labels a line: the head's display name, plus the dispatch when it was timed with
+    several."""
     if latency.empty:
         return _empty(LAT_COLS)
     lat = latency.assign(dispatch=latency["dispatch"].fillna("-"), threads=latency["threads"].fillna(-1))
@@ -150,7 +152,8 @@ def latency_info(latency: pd.DataFrame) -> pd.DataFrame:
                                 images_per_s=("images_per_s", "median"), active_flops=("active_flops", "median"),
                                 flops=("flops", "median")).reset_index()
     multi = out.groupby("head")["dispatch"].transform("nunique") > 1
-    out["series"] = np.where(multi, out["head"] + " · " + out["dispatch"].astype(str), out["head"])
+    names = out["head"].map(head_name)  # a display label: "SparseMoE · batched"
+    out["series"] = np.where(multi, names + " · " + out["dispatch"].astype(str), names)
     return sort_heads(out[LAT_COLS], "dispatch", "device", "scope", "batch_size")
 
 

@@ -53,8 +53,9 @@ def style(fig: go.Figure, title: str, subtitle: str = "", height: int = 420) -> 
     title = {"text": text, "x": 0.01, "xanchor": "left", "y": 1, "yref": "container", "yanchor": "top",
              "pad": {"t": 20}}
     fig.update_layout(template=TEMPLATE, height=height, title=title,
-                      margin={"l": 70, "r": 30, "t": 100, "b": 60}, font={"size": 12},
-                      legend={"orientation": "h", "y": -0.18, "x": 0, "yanchor": "top"},
+                      margin={"l": 70, "r": 30, "t": 100, "b": 95}, font={"size": 12},
+                      # Legend pinned to the figure's bottom edge, below any x-axis title, at every height.
+                      legend={"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom", "x": 0},
                       hoverlabel={"namelength": -1})
     return fig
 
@@ -244,7 +245,7 @@ def fig_curves(curves: pd.DataFrame, metrics: dict[str, str], title: str, subtit
                 continue
             color, ep = head_color(head), g["epoch"] + 1  # epochs are stored 0-based, shown 1-based
             fig.add_trace(go.Scatter(x=np.r_[ep, ep[::-1]], y=scale * np.r_[g["hi"], g["lo"][::-1]], fill="toself",
-                                     fillcolor=rgba(color, 0.18), line={"width": 0}, hoverinfo="skip",
+                                     mode="lines", fillcolor=rgba(color, 0.18), line={"width": 0}, hoverinfo="skip",
                                      legendgroup=head, showlegend=False), row=1, col=c)
             fig.add_trace(go.Scatter(x=ep, y=scale * g["mean"], mode="lines+markers", line={"color": color, "width": 2},
                                      marker={"size": 5}, name=f"{head_name(head)} (n={int(g['n'].max())})",

@@ -105,7 +105,7 @@ def _band_panels(info: pd.DataFrame, y: str, lo: str, hi: str, heads: list[str],
                     continue
                 color = head_color(head)
                 fig.add_trace(go.Scatter(x=np.r_[g["alpha"], g["alpha"][::-1]], y=scale * np.r_[g[hi], g[lo][::-1]],
-                                         fill="toself", fillcolor=rgba(color, 0.16), line={"width": 0},
+                                         fill="toself", mode="lines", fillcolor=rgba(color, 0.16), line={"width": 0},
                                          hoverinfo="skip", legendgroup=head, showlegend=False), row=r, col=c)
                 fig.add_trace(go.Scatter(x=g["alpha"], y=scale * g[y], mode="lines", line={"color": color, "width": 2},
                                          name=f"{head_name(head)} (n={int(g['n'].max())} curves)", legendgroup=head,
@@ -173,17 +173,21 @@ def fig_flops(lat: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     for _, r in top.iterrows():
         us = r["median_ms"] / r["batch_size"] * 1000  # ms per batch -> µs per image
-        fig.add_trace(go.Scatter(x=[r["active_flops"]], y=[us], mode="markers+text",
+        fig.add_trace(go.Scatter(x=[r["active_flops"]], y=[us], mode="markers+text", cliponaxis=False,
                                  text=[str(r["series"])], textposition="top center",
                                  marker={"size": 13, "color": head_color(r["head"]),
                                          "symbol": "circle" if r["dispatch"] != "naive" else "circle-open"},
                                  name=f"{r['series']} (batch {int(r['batch_size'])}, n={int(r['n'])})",
                                  showlegend=False,
                                  hovertemplate="%{x:.3s} FLOPs: %{y:.3g} µs/image<extra></extra>"))
+    lx = np.log10(top["active_flops"].clip(lower=1e-12))
     fig.update_xaxes(type="log", title_text="active FLOPs per sample (as recorded)",
+                     range=[lx.min() - 0.12, lx.max() + 0.12],  # room for the point labels at both ends
                      **nice_log_ticks(top["active_flops"]))
-    fig.update_yaxes(type="log", title_text="time per image (µs)",
-                     **nice_log_ticks(top["median_ms"] / top["batch_size"] * 1000))
+    us_all = top["median_ms"] / top["batch_size"] * 1000
+    ly = np.log10(us_all.clip(lower=1e-12))
+    fig.update_yaxes(type="log", title_text="time per image (µs)", range=[ly.min() - 0.08, ly.max() + 0.12],
+                     **nice_log_ticks(us_all))
     sizes = ", ".join(sorted({f"{int(b)}" for b in top["batch_size"]}))
     return style(fig, "Measured time against active FLOPs",
                  f"each series at its largest timed batch size ({sizes}) · median over n={int(top['n'].max())} "
@@ -200,7 +204,7 @@ def fig_speedup(speed: pd.DataFrame) -> go.Figure:
         g = g.sort_values("batch_size")
         fig.add_trace(go.Scatter(x=g["batch_size"], y=g["speedup"], mode="lines+markers",
                                  line={"color": head_color("sparse"), "dash": dashes.get(dispatch, "dash")},
-                                 name=f"sparse {dispatch} ({device}, {scope})",
+                                 name=f"SparseMoE {dispatch} dispatch ({device}, {scope})",
                                  hovertemplate="batch %{x}: %{y:.2f}×<extra></extra>"))
     fig.add_hline(y=1, line={"color": "#999", "dash": "dash"})
     fig.update_xaxes(type="log", title_text="batch size (images)", **log_ticks(speed["batch_size"]))

@@ -71,12 +71,12 @@ def table(df: pd.DataFrame, columns: Mapping[str, str], fmt: Mapping[str, Callab
     """``df`` as an HTML table: ``columns`` maps column -> header (order kept), ``fmt`` column -> formatter
     (default ``str``). Numbers are right-aligned by the stylesheet."""
     fmt = fmt or {}
-    head = "".join(f"<th>{esc(h)}</th>" for h in columns.values())
-    body = []
-    for _, r in df.iterrows():
-        texts = [fmt.get(c, _plain)(r[c]) for c in columns]
-        cells = "".join(f"<td>{esc(t)}</td>" if _numeric(t) else f'<td class="text">{esc(t)}</td>' for t in texts)
-        body.append(f"<tr>{cells}</tr>")
+    rows = [[fmt.get(c, _plain)(r[c]) for c in columns] for _, r in df.iterrows()]
+    # A column is text (left-aligned, header too) unless most of its cells read as numbers.
+    text_col = [sum(not _numeric(row[i]) for row in rows) * 2 > len(rows) for i in range(len(columns))]
+    cls = [' class="text"' if t else "" for t in text_col]
+    head = "".join(f"<th{cls[i]}>{esc(h)}</th>" for i, h in enumerate(columns.values()))
+    body = ["<tr>" + "".join(f"<td{cls[i]}>{esc(t)}</td>" for i, t in enumerate(row)) + "</tr>" for row in rows]
     cap = f"<caption>{esc(caption)}</caption>" if caption else ""
     return f'<div class="tablewrap"><table class="data">{cap}<thead><tr>{head}</tr></thead>' \
            f'<tbody>{"".join(body)}</tbody></table></div>'
@@ -145,7 +145,7 @@ figure.plot { margin:10px 0 18px; background:#fff; border:1px solid var(--line);
 table.data { border-collapse:collapse; font-size:13.5px; background:#fff; }
 table.data th, table.data td { padding:5px 10px; border-bottom:1px solid var(--line); text-align:right;
        white-space:nowrap; font-variant-numeric: tabular-nums; }
-table.data th:first-child, table.data td:first-child, table.data td.text { text-align:left; }
+table.data th:first-child, table.data td:first-child, table.data .text { text-align:left; }
 table.data thead th { background:#f2f4f8; font-weight:600; }
 table.data caption { caption-side:top; text-align:left; color:var(--muted); padding:2px 0 6px; }
 table.kv th { text-align:left; padding:3px 16px 3px 0; color:var(--muted); font-weight:500; vertical-align:top; }

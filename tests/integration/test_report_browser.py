@@ -115,7 +115,8 @@ def test_full_report_renders_every_figure(browser, tmp_path):
         assert page.locator(f"section#{sid} h2").count() == 1, sid
         assert page.locator(f"nav#toc a[href='#{sid}']").count() == 1, sid
     plots = page.evaluate(PLOTS_JS)
-    assert len(plots) >= 15  # every section's figures: see moesweep/report/sections.py
+    # One drawn Plotly div per <figure>; 16 figures for the full fixture (see moesweep/report/sections.py).
+    assert len(plots) == html.count('<figure class="plot"') == 16
     for p in plots:
         assert p["svg"] and p["traces"] > 0 and p["hasData"] and p["drawn"] > 0, p
         assert p["width"] > 300 and p["height"] > 150, p

@@ -161,7 +161,7 @@ def test_sharpness_spectrum_landscape(full):
 
 def test_latency_and_speedup(full):
     lat = ai.latency_info(full["latency"])
-    assert set(lat["series"]) == {"dense", "soft", "sparse · batched", "sparse · naive"}
+    assert set(lat["series"]) == {"Dense", "SoftMoE", "SparseMoE · batched", "SparseMoE · naive"}
     sp = ai.sparse_speedup(full["latency"]).set_index(["dispatch", "batch_size"])
     # batch 256: soft 0.2 + 0.05 * 256 = 13.0 ms, sparse batched 0.2 + 0.015 * 256 = 4.04 ms.
     assert sp.loc[("batched", 256), "speedup"] == pytest.approx(13.0 / 4.04)
