@@ -21,6 +21,10 @@ import pyarrow.parquet as pq
 S, I, F, B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 LF = pa.list_(pa.float64())
 
+# Trial statuses in trials.parquet: done | failed (non-finite loss) | error (raised after retries) |
+# stopped (ended early by the scheduler) | interrupted | pending.
+DONE = "done"
+
 # Utilization scalars logged per epoch, for the training pass and the validation set (prefix train_/val_).
 ROUTE_METRICS = ("route_entropy", "sample_entropy", "load_cv", "max_overload", "dead_experts",
                  "near_dead_experts", "expert_class_nmi")
@@ -38,6 +42,7 @@ TRIALS = pa.schema(_KEY + [
 ])
 
 EPOCHS = pa.schema(_KEY + [
+    # *_route_entropy and *_sample_entropy are normalized by log(E) to [0, 1].
     ("epoch", I), ("train_loss", F), ("train_acc", F), ("val_loss", F), ("val_acc", F),
     ("balance_loss", F), ("lr", F), ("epoch_s", F), ("images_per_s", F),
 ] + [(f"{split}_{m}", F) for split in ("train", "val") for m in ROUTE_METRICS])
@@ -77,6 +82,7 @@ LANDSCAPE = pa.schema(_AKEY + [
 LANDSCAPE_CHECKS = pa.schema(_AKEY + [("split", S), ("check", S), ("measured", F), ("predicted", F),
                                       ("params_hash", S)])
 
+# flops / active_flops are per call, i.e. for the whole batch of batch_size (images_per_s is per image).
 LATENCY = pa.schema(_AKEY + [
     ("dispatch", S), ("device", S), ("threads", I), ("torch_version", S), ("scope", S),
     ("batch_size", I), ("median_ms", F), ("p10_ms", F), ("p90_ms", F), ("images_per_s", F),

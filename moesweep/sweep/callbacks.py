@@ -118,6 +118,7 @@ class ProgressCallback(tune.Callback):
         self.print_status(trials, now)
 
     def print_status(self, trials, now: float) -> None:
+        self._t0 = self._t0 or now
         counts: dict[str, int] = {}
         for t in trials:
             counts[t.status] = counts.get(t.status, 0) + 1

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from moesweep.config import ConfigError
-from moesweep.results import read_json, write_json, write_table
+from moesweep.results import read_json, upsert_table, write_json, write_table
 from moesweep.sweep.spec import SweepSpec
 
 log = logging.getLogger("moesweep")
@@ -130,10 +130,9 @@ def build_tuner(spec: SweepSpec, points: list[dict[str, Any]], data_arrays: dict
         return tune.PlacementGroupFactory([{"CPU": r["cpu"], "GPU": r["gpu"]}])
 
     trainable = tune.with_resources(tune.with_parameters(run_configuration, data=data_arrays, spec=spec), resources)
-    if resume:
-        if not tune.Tuner.can_restore(loc.experiment):
-            raise ConfigError(f"{loc.experiment}: nothing to resume (no Tune experiment state there)")
+    if resume and tune.Tuner.can_restore(loc.experiment):
         return tune.Tuner.restore(loc.experiment, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    # --resume before Tune saved any state (interrupted during start-up): start the sweep afresh
     search_alg, num_samples, param_space = None, 1, {"point": tune.grid_search(points)}
     if spec.search_alg == "optuna":
         from ray.tune.search.optuna import OptunaSearch
@@ -167,22 +166,38 @@ def write_final_tables(spec: SweepSpec, loc: Location, results) -> dict[str, int
     from moesweep.sweep.tables import config_rows, rows_for_configuration
 
     tables: dict[str, list[dict]] = {"trials": [], "epochs": [], "experts": [], "expert_class": []}
-    for r in results:
+    # Tune's own trial states tell an early-stopped trial (TERMINATED) from an interrupted one.
+    tune_trials = getattr(getattr(results, "_experiment_analysis", None), "trials", None) or []
+    matched = len(tune_trials) == len(results)
+    states = [t.status for t in tune_trials] if matched else [None] * len(results)
+    configs_ = [r.config if r.config is not None else (t.config if matched else None)
+                for r, t in zip(results, tune_trials if matched else [None] * len(results))]
+    for r, state, config in zip(results, states, configs_):
+        if config is None:  # never started (e.g. the sweep was interrupted): no rows yet
+            continue
         metrics = r.metrics or {}
         if r.error is not None:
             status, err = "error", f"{type(r.error).__name__}: {str(r.error).strip().splitlines()[-1][:300]}"
+        elif metrics.get("trial_status") in ("done", "failed"):
+            status, err = "done", None  # "failed" seeds are marked per seed from metrics["final"]
+        elif state in ("PENDING", "PAUSED", "RUNNING"):
+            status, err = ("interrupted" if metrics else "pending"), None
         else:
-            status, err = ("done" if metrics.get("trial_status") in ("done", "failed") or metrics.get("done") else
-                           "stopped" if metrics else "pending"), None
+            status, err = ("stopped" if metrics else "pending"), None
         ckpt = r.checkpoint
-        rows = rows_for_configuration(spec, loc.name, point_of(r.config), metrics, status, err,
+        rows = rows_for_configuration(spec, loc.name, point_of(config), metrics, status, err,
                                       ckpt.filesystem if ckpt else None, ckpt.path if ckpt else None)
         for k, v in rows.items():
             tables[k] += v
-    tables["configs"] = config_rows(tables["trials"], tables["epochs"])
-    for name, rows in tables.items():
-        write_table(loc.tables_dir, name, rows)
-    return {k: len(v) for k, v in tables.items()}
+    # Upsert, never overwrite: rows the live callback wrote for trials this ResultGrid lacks (e.g. after
+    # an interrupt) survive, and rows of the same key are replaced, so nothing is ever duplicated.
+    keys = {"trials": ["trial_id"], "epochs": ["trial_id", "epoch"],
+            "experts": ["trial_id", "epoch", "split", "expert"], "expert_class": ["trial_id", "split", "expert", "label"]}
+    merged = {name: upsert_table(loc.tables_dir, name, rows, key) for name, (rows, key) in
+              ((n, (tables[n], k)) for n, k in keys.items())}
+    configs = config_rows(merged["trials"].to_dict("records"), merged["epochs"].to_dict("records"))
+    write_table(loc.tables_dir, "configs", configs)
+    return {**{k: len(v) for k, v in merged.items()}, "configs": len(configs)}
 
 
 def launch(space: str, name: str | None = None, storage: str | None = None, address: str | None = None,
@@ -228,12 +243,11 @@ def launch(space: str, name: str | None = None, storage: str | None = None, addr
     write_json(manifest_path, manifest)
     interrupted = False
     try:
+        if resume and not (loc.tables_dir / "tuner.pkl").exists() and loc.remote is None:
+            console.print("nothing saved by Tune yet: starting the sweep from the beginning")
         data = load_data(spec.base_cfg.data, "cpu")
         tuner = build_tuner(spec, points, data_to_arrays(data), loc, resume, max_concurrent, the_plan["configurations"])
-        try:
-            results = tuner.fit()
-        except KeyboardInterrupt:
-            interrupted, results = True, None
+        results = tuner.fit()
         if results is not None:
             counts = write_final_tables(spec, loc, results)
             # Tune returns normally after a SIGINT: unfinished trials mean the sweep was interrupted.
@@ -252,6 +266,10 @@ def launch(space: str, name: str | None = None, storage: str | None = None, addr
 
             console.print(f"report: {build_report(loc.tables_dir)}")
         sync_tables(loc)
+    except KeyboardInterrupt:  # before or after Tune's own SIGINT handling (start-up, analysis)
+        interrupted = True
+        manifest.update({"end_time": time.time(), "status": "interrupted"})
+        write_json(manifest_path, manifest)
     finally:
         ray.shutdown()
     if interrupted:

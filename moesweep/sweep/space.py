@@ -111,13 +111,17 @@ def expand_points(spec: SweepSpec, seed: int = 0) -> list[dict[str, Any]]:
     return out
 
 
-def optuna_space(spec: SweepSpec):
-    """Define-by-run space for OptunaSearch: conditional keys are only suggested where they apply."""
+class OptunaSpace:
+    """Define-by-run space for OptunaSearch: conditional keys are only suggested where they apply.
+    (A class, not a closure: Tune pickles the searcher with the experiment state.)"""
 
-    def define(trial) -> None:
+    def __init__(self, spec: SweepSpec) -> None:
+        self.spec = spec
+
+    def __call__(self, trial) -> None:
         point: dict[str, Any] = {}
-        for key, dist in spec.search.items():
-            if not dist.applies(view(spec, point)):
+        for key, dist in self.spec.search.items():
+            if not dist.applies(view(self.spec, point)):
                 continue
             if dist.kind in ("grid", "choice"):
                 point[key] = trial.suggest_categorical(key, list(dist.values))
@@ -129,7 +133,9 @@ def optuna_space(spec: SweepSpec):
                 point[key] = trial.suggest_int(key, int(dist.low), int(dist.high) - 1)
         return None
 
-    return define
+
+def optuna_space(spec: SweepSpec) -> OptunaSpace:
+    return OptunaSpace(spec)
 
 
 def corner_points(spec: SweepSpec) -> list[dict[str, Any]]:

@@ -34,7 +34,7 @@ def print_status(results_dir: Path) -> int:
     failed = trials[trials["status"].isin(["failed", "error"])] if len(trials) else trials
     for _, r in failed.iterrows():
         console.print(f"[red]{r['status']}[/] {r['trial_id']} ({r['head']}): {r['error']}")
-    unfinished = counts.get("running", 0) + counts.get("pending", 0) + counts.get("not started", 0)
+    unfinished = sum(counts.get(k, 0) for k in ("running", "pending", "interrupted", "not started"))
     if manifest.get("resume_command") and (unfinished or manifest.get("status") in ("running", "interrupted")):
         console.print(f"resume with: {manifest['resume_command']}")
     tasks = read_table(results_dir, "tasks")

@@ -108,6 +108,8 @@ def rows_for_configuration(spec: SweepSpec, sweep: str, point: dict[str, Any], m
             st, err = "failed", final.get("error")
         elif status == "done" and not final:
             st = "stopped"  # ended by the scheduler before its last epoch
+        elif status == "done" and final.get("status") not in (None, "done"):
+            st = final["status"]
         cfg_d = to_dict(cfg)
         cfg_d.pop("seed")
         cfg_json = json.dumps(cfg_d, sort_keys=True)
