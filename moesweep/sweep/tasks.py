@@ -132,6 +132,14 @@ def run_analysis(results_dir: str | Path, what: list[str] | None = None, samples
             ray.shutdown()
 
 
+def _bar(done: int, total: int, width: int = 20) -> str:
+    """An overall progress bar in every task line (works in logs and terminals alike)."""
+    from rich.markup import escape
+
+    fill = round(width * done / max(total, 1))
+    return escape(f"[{'#' * fill}{'.' * (width - fill)}] {done}/{total}")
+
+
 def _collect(results_dir: Path, sweep: str, pending: dict, total: int, console) -> int:
     import ray
 
@@ -148,12 +156,12 @@ def _collect(results_dir: Path, sweep: str, pending: dict, total: int, console) 
             failures += 1
             msg = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
             upsert_table(results_dir, "tasks", [{**entry, "status": "failed", "error": msg}], LEDGER_KEY)
-            console.print(f"[red]✗[/] [{finished}/{total}] {job.analysis} {job.split} {job.trial_id} ({job.head}): {msg}")
+            console.print(f"[red]✗[/] {_bar(finished, total)} {job.analysis} {job.split} {job.trial_id} ({job.head}): {msg}")
             continue
         for table, rows in out["rows"].items():
             upsert_table(results_dir, table, [{**r, "sweep": sweep} for r in rows], ROW_KEYS[table])
         upsert_table(results_dir, "tasks", [{**entry, "attempts": None, "status": "done", "error": None,
                                              "seconds": out["seconds"], "node_id": out["node_id"]}], LEDGER_KEY)
-        console.print(f"[green]✓[/] [{finished}/{total}] {job.analysis:<9} {job.split:<5} {job.trial_id} "
+        console.print(f"[green]✓[/] {_bar(finished, total)} {job.analysis:<9} {job.split:<5} {job.trial_id} "
                       f"({job.head}) {out['seconds']:.1f}s")
     return 1 if failures else 0
