@@ -18,7 +18,7 @@ import torch
 
 from moesweep.results import SCHEMAS
 
-ANALYSIS_VERSION = 1  # bump when an analysis' definition changes: old rows then no longer match
+ANALYSIS_VERSION = 2  # bump when an analysis' definition changes: old rows then no longer match
 
 
 @dataclass(frozen=True)
@@ -102,9 +102,12 @@ def run_job(job: Job, model: torch.nn.Module, batches: list[tuple[torch.Tensor, 
             out["spectrum"].append(_only("spectrum", {**spec, **key, "split": job.split}))
     elif job.analysis == "landscape":
         n = acfg.points
-        alphas = [acfg.radius * (2 * i / (n - 1) - 1) for i in range(n)] if n > 1 else [0.0]
-        # the curvature fit at alpha=0 uses the 3+ grid points nearest 0 (at least |alpha| <= 0.1)
-        fit_radius = max(0.1, 1.01 * 2 * acfg.radius / (n - 1))
+        grid = [acfg.radius * (2 * i / (n - 1) - 1) for i in range(n)]
+        # The small-alpha curvature (compared with lambda_max) is fitted on 5 extra points within
+        # 2% of the radius: at the grid's own spacing the curves are far from quadratic.
+        fine = [acfg.radius * f for f in (-0.02, -0.01, 0.01, 0.02)]
+        alphas = sorted(set(grid) | set(fine))
+        fit_radius = acfg.radius * 0.0201
         recs, check = compute_landscape(model, batches, "all", alphas=alphas, n_random=acfg.directions,
                                         sigma=acfg.gaussian_sigma, n_probes=acfg.probes, fit_radius=fit_radius,
                                         seed=0)

@@ -20,14 +20,14 @@ from moesweep.config import ConfigError
 from moesweep.results import read_json, read_table, upsert_table, write_json
 from moesweep.sweep.spec import parse_spec
 
-ROW_KEYS = {
-    "sharpness": ["trial_id", "split", "param_set", "params_hash"],
-    "spectrum": ["trial_id", "split", "param_set", "params_hash"],
-    "landscape": ["trial_id", "split", "direction_kind", "direction_id", "alpha", "params_hash"],
-    "landscape_checks": ["trial_id", "split", "check", "params_hash"],
-    "latency": ["trial_id", "scope", "dispatch", "batch_size", "params_hash"],
+# Tables hold the latest analysis of each (checkpoint, split): a job's rows replace that group's older
+# rows (e.g. from other settings, another params_hash), so a table never mixes two settings.
+ROW_GROUPS = {
+    "sharpness": ["trial_id", "split"], "spectrum": ["trial_id", "split"], "landscape": ["trial_id", "split"],
+    "landscape_checks": ["trial_id", "split"], "latency": ["trial_id"],
 }
-LEDGER_KEY = ["trial_id", "analysis", "split", "params_hash"]
+LEDGER_KEY = ["trial_id", "analysis", "split", "params_hash"]  # a job is done at these settings
+LEDGER_GROUP = ["trial_id", "analysis", "split"]  # the ledger keeps the latest attempt per job
 
 
 def fetch_checkpoint(location: str, dest: str) -> str:
@@ -155,13 +155,13 @@ def _collect(results_dir: Path, sweep: str, pending: dict, total: int, console) 
         except Exception as e:  # retried once by Ray already: record and go on
             failures += 1
             msg = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
-            upsert_table(results_dir, "tasks", [{**entry, "status": "failed", "error": msg}], LEDGER_KEY)
+            upsert_table(results_dir, "tasks", [{**entry, "status": "failed", "error": msg}], LEDGER_GROUP)
             console.print(f"[red]✗[/] {_bar(finished, total)} {job.analysis} {job.split} {job.trial_id} ({job.head}): {msg}")
             continue
         for table, rows in out["rows"].items():
-            upsert_table(results_dir, table, [{**r, "sweep": sweep} for r in rows], ROW_KEYS[table])
+            upsert_table(results_dir, table, [{**r, "sweep": sweep} for r in rows], ROW_GROUPS[table])
         upsert_table(results_dir, "tasks", [{**entry, "attempts": None, "status": "done", "error": None,
-                                             "seconds": out["seconds"], "node_id": out["node_id"]}], LEDGER_KEY)
+                                             "seconds": out["seconds"], "node_id": out["node_id"]}], LEDGER_GROUP)
         console.print(f"[green]✓[/] {_bar(finished, total)} {job.analysis:<9} {job.split:<5} {job.trial_id} "
                       f"({job.head}) {out['seconds']:.1f}s")
     return 1 if failures else 0

@@ -109,25 +109,29 @@ def test_analyze_killed_midway_then_rerun_completes_without_duplicates(swept: Pa
     import sys
     import time
 
-    done_before = len(pd.read_parquet(swept / "tasks.parquet"))
+    before = pd.read_parquet(swept / "tasks.parquet")
+    old_hashes = set(before["params_hash"])
     # new parameters (another sample count) -> a new params_hash -> fresh work for every sharpness job
     args = [sys.executable, "-m", "moesweep.cli", "analyze", str(swept), "--what", "sharpness", "--samples", "32"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 180
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            if len(pd.read_parquet(swept / "tasks.parquet")) > done_before:
+            if (~pd.read_parquet(swept / "tasks.parquet")["params_hash"].isin(old_hashes)).any():
                 break  # at least one task of the new run finished and was written
             time.sleep(0.2)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     partial = pd.read_parquet(swept / "tasks.parquet")
-    assert done_before < len(partial) < done_before + 12, "kill came too late to test a partial run"
+    n_new = (~partial["params_hash"].isin(old_hashes)).sum()
+    assert 0 < n_new < 12, "kill came too late to test a partial run"
     moesweep("analyze", str(swept), "--what", "sharpness", "--samples", "32")
     tasks = pd.read_parquet(swept / "tasks.parquet")
-    assert not tasks.duplicated(["trial_id", "analysis", "split", "params_hash"]).any()
-    assert len(tasks) == done_before + 12 and set(tasks["status"]) == {"done"}  # 6 checkpoints x 2 splits
+    assert len(tasks) == len(before) and not tasks.duplicated(["trial_id", "analysis", "split"]).any()
+    assert set(tasks["status"]) == {"done"}
+    assert (~tasks[tasks["analysis"] == "sharpness"]["params_hash"].isin(old_hashes)).all()
     sharp = pd.read_parquet(swept / "sharpness.parquet")
-    assert not sharp.duplicated(["trial_id", "split", "param_set", "params_hash"]).any()
-    assert (sharp[sharp["n_samples"] == 32].groupby("trial_id").size() == 2).all()
+    # the latest settings replaced the older rows: one row per (trial, split, parameter set), all at 32
+    assert not sharp.duplicated(["trial_id", "split", "param_set"]).any()
+    assert set(sharp["n_samples"]) == {32} and (sharp.groupby("trial_id").size() == 2).all()
