@@ -227,12 +227,16 @@ def test_png_export_says_how_to_fix(monkeypatch, tmp_path):
 
     from moesweep.report import build
 
+    import sys
+    import types
+
     said: list[str] = []
+    monkeypatch.setitem(sys.modules, "kaleido", types.ModuleType("kaleido"))  # installed or not
     monkeypatch.setattr(build, "find_browser", lambda: None)
     assert export_png([Fig("x", go.Figure())], tmp_path, said.append) == []
     assert len(said) == 1 and "apt-get install chromium" in said[0]
     said.clear()
-    monkeypatch.setitem(__import__("sys").modules, "kaleido", None)  # import kaleido -> ImportError
+    monkeypatch.setitem(sys.modules, "kaleido", None)  # import kaleido -> ImportError
     assert export_png([Fig("x", go.Figure())], tmp_path, said.append) == []
     assert len(said) == 1 and "pip install kaleido" in said[0]
 
