@@ -73,7 +73,7 @@ class DataCfg:
 @dataclass(frozen=True)
 class BackboneCfg:
     name: str = "cnn"
-    width: int = 32  # cnn: channels of the first block (doubled per block)
+    width: int = 16  # cnn: channels of the first block (doubled per block)
 
     def __post_init__(self) -> None:
         _choice("backbone.name", self.name, BACKBONES)
