@@ -1,6 +1,6 @@
 """Trials per hour of one sweep on a 2-node loopback Ray cluster vs one node, measured side by side.
 
-    python benchmarks/bench_cluster.py                  # 8 configurations x 1 seed, 2 epochs (~5 minutes)
+    python benchmarks/bench_cluster.py                  # 8 configurations x 1 seed, 2 epochs (~3-4 minutes)
     python benchmarks/bench_cluster.py --rounds 2 --configs 6 --epochs 3
 
 Three clusters, each a real multi-node Ray on 127.0.0.1 with token auth (``tests/ray_cluster.py``):
@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +65,49 @@ def host_capacity(base: dict[str, Any]) -> float:
     return sum(mean_after_first(finish_plain(p)) for p in pair) / alone
 
 
+def cpu_seconds(pids: set[int]) -> dict[int, tuple[str, float]]:
+    """pid -> (role, user + system CPU seconds so far); role "trial" for Tune's trial actors, else "ray"."""
+    out = {}
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:  # exited since the snapshot
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after the command name, which may hold spaces
+        ticks = int(fields[11]) + int(fields[12])  # stat fields 14 (utime) and 15 (stime)
+        out[pid] = ("trial" if "ray::ImplicitFunc" in cmdline else "ray", ticks / os.sysconf("SC_CLK_TCK"))
+    return out
+
+
 def measure(setup: str, space: Path, storage: Path) -> dict[str, float]:
     """Run the sweep on a fresh cluster of the given shape; trials/hour and where the time went."""
     workers, cpus = SETUPS[setup]
     load = os.getloadavg()[0]  # 1-minute load average before the run: how busy the machine was
     with LoopbackCluster(num_workers=workers, cpus_per_node=cpus) as cluster:
-        wall = launch_sweep(space, storage, address=cluster.address, env=cluster.env)
+        before, driver0 = cpu_seconds(cluster.pids()), resource.getrusage(resource.RUSAGE_CHILDREN)
+        # The job's workers exit with the driver, so their CPU time is read while they live: sampled
+        # twice a second, the last reading of each process stands for its total.
+        last, done = dict(before), threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.5):
+                last.update(cpu_seconds(cluster.pids()))
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            wall = launch_sweep(space, storage, address=cluster.address, env=cluster.env)
+        finally:
+            done.set()
+            sampler.join()
+        last.update(cpu_seconds(cluster.pids()))
+        driver1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds spent during the launch: in trial actors, in Ray's other processes, in the driver.
+    cpu = {"trial": 0.0, "ray": 0.0}
+    for pid, (role, sec) in last.items():
+        cpu[role] += sec - before.get(pid, (role, 0.0))[1]
+    cpu["driver"] = (driver1.ru_utime + driver1.ru_stime) - (driver0.ru_utime + driver0.ru_stime)
     trials = tune_reports(storage / "cluster")
     span = max(t[-1]["reported_at"] for t in trials) - min(t[0]["started_at"] for t in trials)
     # A reused actor keeps its process, so (node, pid) names a trial slot.
@@ -82,7 +121,7 @@ def measure(setup: str, space: Path, storage: Path) -> dict[str, float]:
             "gap_s": statistics.median(gaps) if gaps else float("nan"), "skew_s": firsts[-1] - firsts[0],
             "nodes": len({node for node, _ in slots}),
             "slots": "/".join(str(len(ts)) for ts in sorted(slots.values(), key=len, reverse=True)),
-            "launch_s": wall, "load": load}
+            "launch_s": wall, "load": load, **{f"cpu_{k}": v for k, v in cpu.items()}}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -98,9 +137,10 @@ def main(argv: list[str] | None = None) -> None:
           f"({args.images} train images), cnn width 16, sparse head")
     print("span_s: first trial start to last report; trial_s: median trial; gap_s: median idle time of a slot "
           "between its trials;\nskew_s: start of the last slot's first trial after the first's; slots: trials per "
-          "slot (node, process); load: 1-minute load average before the setup")
+          "slot (node, process);\ncpu trial/ray/driver: CPU seconds during the launch in trial actors, other Ray "
+          "processes, the driver; load: 1-minute load average before the setup")
     print(f"{'round':>5} {'setup':<16} {'trials':>6} {'nodes':>5} {'slots':>6} {'span_s':>7} {'trial_s':>7} "
-          f"{'gap_s':>6} {'skew_s':>6} {'trials/h':>9} {'launch_s':>8} {'load':>5}")
+          f"{'gap_s':>6} {'skew_s':>6} {'trials/h':>9} {'launch_s':>8} {'cpu trial/ray/driver':>20} {'load':>5}")
     per_hour: dict[str, list[float]] = {s: [] for s in SETUPS}
     capacity: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench_cluster_") as tmp:
@@ -116,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
                 per_hour[setup].append(m["per_hour"])
                 print(f"{rnd:>5} {setup:<16} {m['trials']:>6} {m['nodes']:>5} {m['slots']:>6} {m['span_s']:7.1f} "
                       f"{m['trial_s']:7.2f} {m['gap_s']:6.2f} {m['skew_s']:6.2f} {m['per_hour']:9.0f} "
-                      f"{m['launch_s']:8.1f} {m['load']:5.1f}", flush=True)
+                      f"{m['launch_s']:8.1f} {m['cpu_trial']:8.1f}/{m['cpu_ray']:5.1f}/{m['cpu_driver']:5.1f} "
+                      f"{m['load']:5.1f}", flush=True)
     mean = {s: statistics.fmean(v) for s, v in per_hour.items()}
     cap = statistics.fmean(capacity)
     for setup in (CLUSTER, ONE_NODE_2CPU):
