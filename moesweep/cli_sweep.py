@@ -72,7 +72,7 @@ def register(sub) -> None:
     la.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
     la.add_argument("--max-concurrent", type=_positive, help="cap on concurrently running configurations")
     la.add_argument("--dry-run", action="store_true", help="validate and print the trial plan; start nothing")
-    la.add_argument("--no-analysis", action="store_true", help="skip the post-sweep analyses and report")
+    la.add_argument("--no-analysis", action="store_true", help="skip the post-sweep analyses (the report is still written from the trial tables)")
     la.set_defaults(func=cmd_launch)
 
     st = sub.add_parser("status", help="what is done, running, failed, and how to resume")
