@@ -93,6 +93,12 @@ LATENCY = pa.schema(_AKEY + [
 TASKS = pa.schema([("sweep", S), ("trial_id", S), ("analysis", S), ("split", S), ("params_hash", S),
                    ("status", S), ("error", S), ("attempts", I), ("seconds", F), ("node_id", S)])
 
+# Row identity of the trial tables: refreshes upsert on these keys, so a row is never duplicated.
+TRIAL_TABLE_KEYS: dict[str, list[str]] = {
+    "trials": ["trial_id"], "epochs": ["trial_id", "epoch"], "experts": ["trial_id", "epoch", "split", "expert"],
+    "expert_class": ["trial_id", "split", "expert", "label"],
+}
+
 SCHEMAS: dict[str, pa.Schema] = {
     "trials": TRIALS, "epochs": EPOCHS, "experts": EXPERTS, "expert_class": EXPERT_CLASS,
     "configs": CONFIGS, "sharpness": SHARPNESS, "spectrum": SPECTRUM, "landscape": LANDSCAPE,

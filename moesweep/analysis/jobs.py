@@ -128,12 +128,15 @@ def run_job(job: Job, model: torch.nn.Module, batches: list[tuple[torch.Tensor, 
     return out
 
 
-def sample_set(x: torch.Tensor, y: torch.Tensor, n: int, batch_size: int, seed: int = 0):
+def fixed_sample(x: torch.Tensor, y: torch.Tensor, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed analysis sample: the same ``n`` indices (a seeded permutation) for every model."""
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(y), generator=g)[: min(n, len(y))].sort().values
-    xs, ys = x[idx], y[idx]
-    return [(xs[i:i + batch_size], ys[i:i + batch_size]) for i in range(0, len(ys), batch_size)]
+    return x[idx], y[idx]
 
 
-__all__ = ["Job", "SELECTION_RULE", "select_trials", "make_jobs", "run_job", "sample_set", "params_hash"]
+def batched(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size)]
+
+
+__all__ = ["Job", "SELECTION_RULE", "select_trials", "make_jobs", "run_job", "fixed_sample", "batched", "params_hash"]

@@ -10,7 +10,7 @@ from typing import Any
 
 from ray import tune
 
-from moesweep.results import upsert_table
+from moesweep.results import TRIAL_TABLE_KEYS, upsert_table
 from moesweep.sweep.space import config_id
 from moesweep.sweep.spec import SweepSpec
 from moesweep.sweep.tables import rows_for_configuration
@@ -44,8 +44,8 @@ class TablesCallback(tune.Callback):
             rows = rows_for_configuration(self.spec, self.sweep, point, metrics, status, None, None, None)
             trials += rows["trials"]
             epochs += rows["epochs"]
-        upsert_table(self.tables_dir, "trials", trials, key=["trial_id"])
-        upsert_table(self.tables_dir, "epochs", epochs, key=["trial_id", "epoch"])
+        upsert_table(self.tables_dir, "trials", trials, key=TRIAL_TABLE_KEYS["trials"])
+        upsert_table(self.tables_dir, "epochs", epochs, key=TRIAL_TABLE_KEYS["epochs"])
         self._pending.clear()
         self._last = time.monotonic()
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from moesweep.config import ConfigError
-from moesweep.results import read_json, upsert_table, write_json, write_table
+from moesweep.results import TRIAL_TABLE_KEYS, read_json, upsert_table, write_json, write_table
 from moesweep.sweep.spec import SweepSpec
 
 log = logging.getLogger("moesweep")
@@ -191,10 +191,7 @@ def write_final_tables(spec: SweepSpec, loc: Location, results) -> dict[str, int
             tables[k] += v
     # Upsert, never overwrite: rows the live callback wrote for trials this ResultGrid lacks (e.g. after
     # an interrupt) survive, and rows of the same key are replaced, so nothing is ever duplicated.
-    keys = {"trials": ["trial_id"], "epochs": ["trial_id", "epoch"],
-            "experts": ["trial_id", "epoch", "split", "expert"], "expert_class": ["trial_id", "split", "expert", "label"]}
-    merged = {name: upsert_table(loc.tables_dir, name, rows, key) for name, (rows, key) in
-              ((n, (tables[n], k)) for n, k in keys.items())}
+    merged = {name: upsert_table(loc.tables_dir, name, tables[name], key) for name, key in TRIAL_TABLE_KEYS.items()}
     configs = config_rows(merged["trials"].to_dict("records"), merged["epochs"].to_dict("records"))
     write_table(loc.tables_dir, "configs", configs)
     return {**{k: len(v) for k, v in merged.items()}, "configs": len(configs)}
@@ -225,7 +222,7 @@ def launch(space: str, name: str | None = None, storage: str | None = None, addr
         return 0
     loc = locate(storage, spec.name)
     manifest_path = loc.tables_dir / "manifest.json"
-    if not resume and (loc.tables_dir / "tuner.pkl").exists() or (not resume and manifest_path.exists()):
+    if not resume and (manifest_path.exists() or (loc.tables_dir / "tuner.pkl").exists()):
         raise ConfigError(f"{loc.tables_dir}: a sweep named {spec.name!r} exists; add --resume or choose --name")
     import ray
 

@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from moesweep.config import to_dict
-from moesweep.results import EPOCHS, ROUTE_METRICS
+from moesweep.results import EPOCHS
 from moesweep.stats import mean_ci
 from moesweep.sweep.space import config_id, data_shape, trial_cfg, trial_id
 from moesweep.sweep.spec import SweepSpec
@@ -165,4 +165,4 @@ def config_rows(trials: list[dict[str, Any]], epochs: list[dict[str, Any]]) -> l
     return rows
 
 
-__all__ = ["rows_for_configuration", "config_rows", "epoch_rows", "read_history", "ROUTE_METRICS"]
+__all__ = ["rows_for_configuration", "config_rows", "epoch_rows", "read_history"]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from moesweep.analysis.jobs import SELECTION_RULE, Job, make_jobs, run_job, sample_set, select_trials
+from moesweep.analysis.jobs import SELECTION_RULE, Job, batched, fixed_sample, make_jobs, run_job, select_trials
 from moesweep.config import ConfigError
 from moesweep.results import read_json, read_table, upsert_table, write_json
 from moesweep.sweep.spec import parse_spec
@@ -58,7 +58,7 @@ def _execute(job: Job, samples: dict[str, Any], acfg, image_shape) -> dict[str, 
     if job.split in samples:
         x, y = samples[job.split]
         xt, yt = torch.from_numpy(np.array(x)).to(device), torch.from_numpy(np.array(y)).to(device)
-        batches = sample_set(xt, yt, len(yt), acfg.batch_size)
+        batches = batched(xt, yt, acfg.batch_size)
     rows = run_job(job, model, batches, acfg, image_shape, device, threads)
     return {"rows": rows, "seconds": time.perf_counter() - t0, "node_id": ray.get_runtime_context().get_node_id()}
 
@@ -118,13 +118,13 @@ def run_analysis(results_dir: str | Path, what: list[str] | None = None, samples
     try:
         cfg = spec.base_cfg
         data = load_data(cfg.data, "cpu")
-        samples_np = {s: (sample_set(getattr(data, f"{s}_x"), getattr(data, f"{s}_y"), acfg.samples, 10**9)[0])
-                      for s in acfg.splits}
-        samples_ref = ray.put({s: (x.numpy(), y.numpy()) for s, (x, y) in samples_np.items()})
+        samples = {s: fixed_sample(getattr(data, f"{s}_x"), getattr(data, f"{s}_y"), acfg.samples)
+                   for s in acfg.splits}
+        samples_ref = ray.put({s: (x.numpy(), y.numpy()) for s, (x, y) in samples.items()})
         r = spec.analysis_resources
         remote = ray.remote(_execute).options(num_cpus=r.cpu, num_gpus=r.gpu, max_retries=1, retry_exceptions=True)
-        image_shape = data_shape(cfg)[:2]
-        image_shape = (image_shape[0], image_shape[1], image_shape[1])
+        channels, size, _ = data_shape(cfg)
+        image_shape = (channels, size, size)
         pending = {remote.remote(j, samples_ref, acfg, image_shape): j for j in todo}
         return _collect(results_dir, spec.name, pending, len(todo), console)
     finally:
